@@ -1,0 +1,83 @@
+"""/v1/callbacks: register the URLs that hear about jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.schemas import (
+    CallbackCreateSchema,
+    CallbackListSchema,
+    CallbackSchema,
+    CallbackUpdateSchema,
+    CallbackWithSecretSchema,
+    DeliverySchema,
+)
+from app.services import callbacks as service
+from app.web import current_tenant, db, settings
+from workers.delivery import utcnow
+
+blp = Blueprint(
+    "callbacks",
+    __name__,
+    url_prefix="/v1/callbacks",
+    description="Callback URLs registered once per tenant.",
+)
+
+
+@blp.route("")
+class Callbacks(MethodView):
+    @blp.arguments(CallbackCreateSchema)
+    @blp.response(201, CallbackWithSecretSchema)
+    def post(self, body):
+        """Register a callback URL; the answer shows its signing secret this once."""
+        callback = service.create_callback(db(), current_tenant(), body, settings())
+        db().commit()
+        return callback
+
+    @blp.response(200, CallbackListSchema)
+    def get(self):
+        """List your callbacks (without secrets)."""
+        return {"data": service.list_callbacks(db(), current_tenant())}
+
+
+@blp.route("/<uuid:callback_id>")
+class CallbackById(MethodView):
+    @blp.response(200, CallbackSchema)
+    def get(self, callback_id: uuid.UUID):
+        """One callback."""
+        return service.get_callback(db(), current_tenant(), callback_id)
+
+    @blp.arguments(CallbackUpdateSchema(partial=True))
+    @blp.response(200, CallbackSchema)
+    def patch(self, body, callback_id: uuid.UUID):
+        """Change a callback's URL, event types, description, success status or enabled flag."""
+        callback = service.update_callback(db(), current_tenant(), callback_id, body, settings())
+        db().commit()
+        return callback
+
+    @blp.response(204)
+    def delete(self, callback_id: uuid.UUID):
+        """Delete a callback; deliveries still waiting for it are cancelled, the log is kept."""
+        service.delete_callback(db(), current_tenant(), callback_id)
+        db().commit()
+
+
+@blp.route("/<uuid:callback_id>/rotate-secret", methods=["POST"])
+@blp.response(200, CallbackWithSecretSchema)
+def rotate_secret(callback_id: uuid.UUID):
+    """Issue a new secret; the old one keeps signing beside it for the grace period."""
+    callback = service.rotate_secret(db(), current_tenant(), callback_id, utcnow(), settings())
+    db().commit()
+    return callback
+
+
+@blp.route("/<uuid:callback_id>/test", methods=["POST"])
+@blp.response(202, DeliverySchema)
+def send_test(callback_id: uuid.UUID):
+    """Send a ``callback.test`` event to this callback now."""
+    delivery = service.send_test_event(db(), current_tenant(), callback_id, utcnow())
+    db().commit()
+    return delivery

@@ -1,0 +1,45 @@
+"""Deliveries and their attempts: the response log."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask_smorest import Blueprint
+
+from app.schemas import DeliveryListSchema, DeliverySchema
+from app.services import deliveries as service
+from app.services.jobs import get_job
+from app.web import current_tenant, db, settings
+from workers.delivery import utcnow
+
+blp = Blueprint(
+    "deliveries",
+    __name__,
+    url_prefix="/v1",
+    description="Each callback POST and every attempt's response.",
+)
+
+
+@blp.route("/jobs/<uuid:job_id>/deliveries")
+@blp.response(200, DeliveryListSchema)
+def list_job_deliveries(job_id: uuid.UUID):
+    """Every delivery of the job's events, with attempts."""
+    tenant = current_tenant()
+    get_job(db(), tenant, job_id)
+    return {"data": service.list_job_deliveries(db(), tenant, job_id)}
+
+
+@blp.route("/deliveries/<uuid:delivery_id>")
+@blp.response(200, DeliverySchema)
+def get_delivery(delivery_id: uuid.UUID):
+    """One delivery with its attempts."""
+    return service.get_delivery(db(), current_tenant(), delivery_id)
+
+
+@blp.route("/deliveries/<uuid:delivery_id>/retry", methods=["POST"])
+@blp.response(202, DeliverySchema)
+def retry_delivery(delivery_id: uuid.UUID):
+    """Send this delivery again now."""
+    delivery = service.retry_delivery(db(), current_tenant(), delivery_id, utcnow(), settings())
+    db().commit()
+    return delivery

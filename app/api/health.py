@@ -1,0 +1,50 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import redis
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from app.web import db, settings
+
+blp = Blueprint("health", __name__, description="Probes for load balancers and orchestrators.")
+
+
+@blp.route("/healthz")
+@blp.doc(security=[])
+@blp.response(200)
+def healthz():
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz")
+@blp.doc(security=[])
+@blp.response(200)
+@blp.alt_response(503, description="Postgres or Redis is unreachable.")
+def readyz():
+    """Postgres and Redis both answer."""
+    checks = {"postgres": _check_postgres(), "redis": _check_redis()}
+    ready = all(value == "ok" for value in checks.values())
+    return {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+
+
+def _check_postgres() -> str:
+    try:
+        db().execute(text("SELECT 1"))
+        db().rollback()
+        return "ok"
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+
+
+def _check_redis() -> str:
+    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+        return "ok"
+    except redis.RedisError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    finally:
+        client.close()

@@ -1,0 +1,93 @@
+"""/v1/jobs: start slow work and poll it."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.errors import InvalidField
+from app.models import Job
+from app.schemas import (
+    JobAcceptedSchema,
+    JobCreateQuerySchema,
+    JobCreateSchema,
+    JobListQuerySchema,
+    JobPageSchema,
+    JobSchema,
+)
+from app.services import jobs as service
+from app.web import current_tenant, db, settings
+from workers.delivery import utcnow
+from workers.jobs import get_job_type, job_type_names
+
+blp = Blueprint(
+    "jobs", __name__, url_prefix="/v1/jobs", description="Slow work, with results pushed."
+)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def job_location(job_id: uuid.UUID) -> str:
+    """The job's polling URL, relative to the API root."""
+    return f"/v1/jobs/{job_id}"
+
+
+def redirect_link(job: Job) -> str | None:
+    """The public link a client sends its user's browser to, when the job has a redirect_url."""
+    return f"{settings().public_url}/r/{job.redirect_token}" if job.redirect_token else None
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @blp.arguments(JobCreateQuerySchema, location="query")
+    @blp.arguments(JobCreateSchema)
+    @blp.response(202, JobAcceptedSchema)
+    @blp.alt_response(
+        200,
+        schema=JobAcceptedSchema,
+        description="A repeat of an earlier request with the same Idempotency-Key.",
+    )
+    def post(self, query, body):
+        """Start a job. The result is POSTed to ``callback_url`` (or ``?callbackURL=``) and to every
+        matching registered callback; poll ``Location`` meanwhile."""
+        if get_job_type(body["type"]) is None:
+            raise InvalidField(
+                "json", "type", f"unknown job type; known types: {', '.join(job_type_names())}"
+            )
+        if "callbackURL" in query and not body.get("callback_url"):
+            body["callback_url"] = query["callbackURL"]
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not 1 <= len(key) <= 255:
+            raise InvalidField("headers", IDEMPOTENCY_HEADER, "must be 1 to 255 characters")
+        submission = service.submit_job(
+            db(), current_tenant(), body, settings(), utcnow(), idempotency_key=key
+        )
+        db().commit()
+        status = 202 if submission.created else 200
+        job = submission.job
+        job.redirect_link = redirect_link(job)  # type: ignore[attr-defined] -- answer-only field
+        return job, status, {"Location": job_location(job.id)}
+
+    @blp.arguments(JobListQuerySchema, location="query")
+    @blp.response(200, JobPageSchema)
+    def get(self, query):
+        """List your jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more."""
+        jobs, next_cursor = service.list_jobs(
+            db(),
+            current_tenant(),
+            status=query.get("status"),
+            job_type=query.get("type"),
+            limit=query["limit"],
+            cursor=query.get("cursor"),
+        )
+        return {"data": jobs, "next_cursor": next_cursor}
+
+
+@blp.route("/<uuid:job_id>")
+@blp.response(200, JobSchema)
+def get_job(job_id: uuid.UUID):
+    """One job: the polling fallback."""
+    return service.get_job(db(), current_tenant(), job_id)

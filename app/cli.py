@@ -1,0 +1,127 @@
+"""The ``boomerang`` command: run, migrate and administer the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from config.settings import Settings, SettingsError
+
+PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a clean exit naming the bad variable."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """Boomerang: start slow work over HTTP, get the signed result POSTed back."""
+
+
+@main.command()
+def migrate() -> None:
+    """Create the database if missing and apply every migration."""
+    from app.migrate import upgrade_database
+
+    settings = load_settings()
+    upgrade_database(settings)
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.option(
+    "--procfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=PROCFILE,
+    show_default=True,
+)
+def up(procfile: Path) -> None:
+    """Migrate, then run web, workers, beat and Flower in the foreground (Ctrl-C stops all)."""
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    from app.migrate import upgrade_database
+
+    settings = load_settings()
+    upgrade_database(settings)
+    processes = parse_procfile(procfile.read_text()).processes
+    web_port = os.environ.get("BOOMERANG_WEB_PORT", "8000")
+    flower_port = os.environ.get("BOOMERANG_FLOWER_PORT", "5555")
+    click.echo(f"API      http://127.0.0.1:{web_port}/v1")
+    click.echo(f"Docs     http://127.0.0.1:{web_port}/docs")
+    click.echo(f"OpenAPI  http://127.0.0.1:{web_port}/openapi.json")
+    click.echo(f"Flower   http://127.0.0.1:{flower_port}/")
+    manager = Manager()
+    for name, command in processes.items():
+        if name != "release":
+            manager.add_process(
+                name, command, quiet=False, env=dict(os.environ), cwd=str(procfile.parent)
+            )
+    manager.loop()
+    sys.exit(manager.returncode)
+
+
+@main.group()
+def tenant() -> None:
+    """Manage tenants."""
+
+
+@tenant.command("create")
+@click.argument("name")
+def tenant_create(name: str) -> None:
+    """Create a tenant; print its id, first API key and signing secret as one JSON line."""
+    from app.db import make_engine, make_session_factory
+    from app.services.tenants import create_tenant
+
+    settings = load_settings()
+    engine = make_engine(settings)
+    with make_session_factory(engine, sender=None)() as session:
+        new = create_tenant(session, name)
+        session.commit()
+        click.echo(
+            json.dumps(
+                {
+                    "tenant_id": str(new.tenant.id),
+                    "api_key": new.api_key,
+                    "signing_secret": new.tenant.signing_secret,
+                }
+            )
+        )
+    engine.dispose()
+
+
+def _celery(argv: list[str]) -> None:
+    from workers.main import app
+
+    app.start(argv=argv)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option(
+    "--queue",
+    "-Q",
+    type=click.Choice(["jobs", "deliveries", "maintenance"]),
+    multiple=True,
+    help="Queues to consume; default: all three.",
+)
+@click.pass_context
+def worker(ctx: click.Context, queue: tuple[str, ...]) -> None:
+    """Run a Celery worker; extra options go to ``celery worker``."""
+    queues = ",".join(queue or ("jobs", "deliveries", "maintenance"))
+    _celery(["worker", "-Q", queues, *ctx.args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Run Celery beat, which drives the recovery and retry sweep."""
+    _celery(["beat", *ctx.args])

@@ -1,0 +1,87 @@
+"""Engine, session factory and the after-commit task outbox.
+
+Tasks are registered on the session and sent only once its transaction commits, so a worker never
+wakes up for a row it cannot see yet, and a rolled-back request enqueues nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """A Celery task to send by name once the transaction commits."""
+
+    name: str
+    args: tuple[Any, ...]
+    queue: str
+
+
+TaskSender = Callable[[Sequence[TaskCall]], None]
+
+_PENDING = "boomerang.pending_tasks"
+_SENDER = "boomerang.task_sender"
+
+
+def make_engine(settings: Settings, **kwargs: Any) -> Engine:
+    """An engine for the configured database; pre-ping drops connections Postgres closed."""
+    url = make_url(settings.database_url).set(drivername="postgresql+psycopg2")
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+    options.update(kwargs)
+    return create_engine(url, **options)
+
+
+def make_session_factory(bind: Any, sender: TaskSender | None) -> sessionmaker[Session]:
+    """Sessions whose registered tasks go to ``sender`` after commit."""
+    return sessionmaker(bind=bind, expire_on_commit=False, info={_SENDER: sender})
+
+
+def enqueue_after_commit(session: Session, name: str, *args: Any, queue: str) -> None:
+    """Send task ``name`` with ``args`` once this session's transaction commits."""
+    session.info.setdefault(_PENDING, []).append(TaskCall(name, args, queue))
+
+
+def set_task_sender(session: Session, sender: TaskSender | None) -> None:
+    """Route this session's after-commit tasks elsewhere (tests collect them in a list)."""
+    session.info[_SENDER] = sender
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending_tasks(session: Session) -> None:
+    calls = session.info.pop(_PENDING, [])
+    sender = session.info.get(_SENDER)
+    if calls and sender is not None:
+        sender(calls)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_tasks(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def ensure_database(settings: Settings) -> bool:
+    """Create the configured database if it does not exist; True when it was created."""
+    url = make_url(settings.database_url).set(drivername="postgresql+psycopg2")
+    name = url.database
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).scalar()
+            if exists:
+                return False
+            quoted = conn.dialect.identifier_preparer.quote(name)
+            conn.execute(text(f"CREATE DATABASE {quoted}"))
+            return True
+    finally:
+        admin.dispose()

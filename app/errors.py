@@ -1,0 +1,116 @@
+"""The ApiError family and the one handler that gives every error the same JSON shape.
+
+Shape: ``{"code": int, "status": str, "message": str, "errors": {...}?}`` -- the shape
+flask-smorest already uses for validation errors, so 404s, 413s and 500s look the same.
+Services raise these without importing Flask, which workers can share.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a message and, for input problems, the fields at fault."""
+
+    code = 400
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None, code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+        if code is not None:
+            self.code = code
+
+
+class NotFound(ApiError):
+    code = 404
+
+
+class Conflict(ApiError):
+    code = 409
+
+
+class InvalidField(ApiError):
+    """A 422 naming one field, in the same place webargs puts schema errors."""
+
+    code = 422
+
+    def __init__(self, location: str, field: str, message: str):
+        super().__init__(f"Invalid {field}: {message}", {location: {field: [message]}})
+
+
+class Unavailable(ApiError):
+    code = 503
+
+
+def error_body(code: int, message: str | None = None, errors: Any = None) -> dict[str, Any]:
+    """The one error shape."""
+    body: dict[str, Any] = {
+        "code": code,
+        "status": HTTPStatus(code).phrase,
+        "message": message or HTTPStatus(code).description,
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route ApiError, HTTP exceptions and anything unexpected through ``error_body``."""
+    from flask import jsonify
+    from sqlalchemy.exc import DBAPIError
+    from werkzeug.exceptions import HTTPException
+
+    def respond(code: int, message: str | None, errors: Any = None, headers: Any = None):
+        response = jsonify(error_body(code, message, errors))
+        response.status_code = code
+        for name, value in (headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.errorhandler(ApiError)
+    def handle_api_error(exc: ApiError):
+        return respond(exc.code, exc.message, exc.errors)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException):
+        code = exc.code or 500
+        data = getattr(exc, "data", None) or {}
+        messages = data.get("messages")
+        message = data.get("message") or exc.description
+        if messages:
+            message = "The request has invalid fields; see errors."
+        headers = dict(data.get("headers") or {})
+        if code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return respond(code, message, messages, headers)
+
+    @app.errorhandler(DBAPIError)
+    def handle_database_error(exc: DBAPIError):
+        if exc.connection_invalidated or isinstance(exc.orig, _operational_errors()):
+            log.warning("database unavailable: %s", type(exc.orig).__name__)
+            return respond(
+                503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
+            )
+        log.exception("database error")
+        return respond(500, "Internal server error.")
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception):
+        # Never leak exception text or a trace: it may hold SQL, secrets or paths.
+        log.exception("unhandled error")
+        return respond(500, "Internal server error.")
+
+
+def _operational_errors() -> tuple[type[BaseException], ...]:
+    import psycopg2
+
+    return (psycopg2.OperationalError, psycopg2.InterfaceError)

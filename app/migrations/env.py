@@ -1,0 +1,32 @@
+"""Alembic environment: the URL comes from Settings, or a connection handed in by the caller."""
+
+from alembic import context
+
+from app.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    from sqlalchemy import pool
+
+    from app.db import make_engine
+    from config.settings import Settings
+
+    engine = make_engine(Settings.from_env(), poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()

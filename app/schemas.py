@@ -1,0 +1,139 @@
+"""Marshmallow schemas, input and output apart: ``<Resource><Role>Schema``.
+
+Plain marshmallow (no Flask), so workers render event payloads with the same ``JobSchema`` the
+API answers with.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from app.services.events import SUBSCRIBABLE_EVENT_TYPES
+
+_URL = fields.Url(schemes={"http", "https"}, require_tld=False)
+
+
+def _check_event_types(value: list[str]) -> None:
+    unknown = sorted(set(value) - set(SUBSCRIBABLE_EVENT_TYPES))
+    if unknown:
+        raise ValidationError(
+            f"unknown event type {unknown[0]!r}; choose from {', '.join(SUBSCRIBABLE_EVENT_TYPES)}"
+        )
+
+
+class CallbackCreateSchema(Schema):
+    url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
+    event_types = fields.List(
+        fields.String(), validate=[validate.Length(min=1), _check_event_types]
+    )
+    description = fields.String(validate=validate.Length(max=1000), allow_none=True)
+    success_status = fields.Integer(validate=validate.Range(min=100, max=599), allow_none=True)
+
+
+class CallbackUpdateSchema(CallbackCreateSchema):
+    url = fields.Url(schemes={"http", "https"}, require_tld=False)
+    enabled = fields.Boolean()
+
+
+class CallbackSchema(Schema):
+    id = fields.UUID()
+    url = fields.String()
+    event_types = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    success_status = fields.Integer(allow_none=True)
+    enabled = fields.Boolean()
+    disabled_reason = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class CallbackWithSecretSchema(CallbackSchema):
+    """Only on creation and rotation: the one time the secret is shown."""
+
+    secret = fields.String()
+
+
+class CallbackListSchema(Schema):
+    data = fields.List(fields.Nested(CallbackSchema))
+
+
+class JobCreateSchema(Schema):
+    type = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    input = fields.Dict(keys=fields.String(), load_default=dict)
+    callback_url = fields.Url(schemes={"http", "https"}, require_tld=False, allow_none=True)
+    redirect_url = fields.Url(schemes={"http", "https"}, require_tld=False, allow_none=True)
+
+
+class JobCreateQuerySchema(Schema):
+    callbackURL = fields.Url(schemes={"http", "https"}, require_tld=False)
+
+
+class JobSchema(Schema):
+    id = fields.UUID()
+    type = fields.String()
+    status = fields.Function(lambda job: job.status.value)
+    input = fields.Raw()
+    result = fields.Raw(allow_none=True)
+    error = fields.String(allow_none=True)
+    progress = fields.Raw(allow_none=True)
+    attempts = fields.Integer()
+    callback_url = fields.String(allow_none=True)
+    redirect_url = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class JobAcceptedSchema(JobSchema):
+    redirect_link = fields.String(allow_none=True)
+
+
+class JobListQuerySchema(Schema):
+    status = fields.String(validate=validate.OneOf(["queued", "running", "succeeded", "failed"]))
+    type = fields.String()
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+    @validates("cursor")
+    def _cursor_is_opaque(self, value: str, **_kwargs: object) -> None:
+        from app.services.jobs import decode_cursor
+
+        decode_cursor(value)
+
+
+class JobPageSchema(Schema):
+    data = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class DeliveryAttemptSchema(Schema):
+    id = fields.UUID()
+    attempted_at = fields.DateTime()
+    request_headers = fields.Dict(keys=fields.String(), values=fields.String())
+    response_status = fields.Integer(allow_none=True)
+    response_headers = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
+    response_body = fields.String(allow_none=True)
+    response_body_truncated = fields.Boolean()
+    duration_ms = fields.Integer()
+    succeeded = fields.Boolean()
+    error = fields.String(allow_none=True)
+
+
+class DeliverySchema(Schema):
+    id = fields.UUID()
+    webhook_id = fields.Function(lambda d: f"msg_{d.message_id.hex}")
+    event_type = fields.Function(lambda d: d.message.event_type)
+    job_id = fields.Function(lambda d: str(d.message.job_id) if d.message.job_id else None)
+    callback_id = fields.UUID(allow_none=True)
+    url = fields.String()
+    status = fields.Function(lambda d: d.status.value)
+    attempt_count = fields.Integer()
+    next_attempt_at = fields.DateTime(allow_none=True)
+    last_attempt_at = fields.DateTime(allow_none=True)
+    succeeded_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    attempts = fields.List(fields.Nested(DeliveryAttemptSchema))
+
+
+class DeliveryListSchema(Schema):
+    data = fields.List(fields.Nested(DeliverySchema))

@@ -1,0 +1,1 @@
+"""Use cases as plain functions: each takes a session and never commits."""

@@ -1,0 +1,224 @@
+"""Deliveries: read the log, retry by hand, and the worker's claim-and-record cycle."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from app.db import enqueue_after_commit
+from app.errors import NotFound
+from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
+from app.services.callbacks import disable_callback, get_callback, signing_secrets
+from app.services.events import DELIVER_TASK, DELIVERIES_QUEUE, webhook_id
+from config.settings import Settings
+
+
+def _with_log():
+    return (selectinload(Delivery.attempts), selectinload(Delivery.message))
+
+
+def get_delivery(session: Session, tenant: Tenant, delivery_id: uuid.UUID) -> Delivery:
+    """One of the tenant's deliveries with its attempts, or 404."""
+    delivery = session.scalar(
+        select(Delivery)
+        .options(*_with_log())
+        .where(Delivery.id == delivery_id, Delivery.tenant_id == tenant.id)
+    )
+    if delivery is None:
+        raise NotFound("No such delivery.")
+    return delivery
+
+
+def list_job_deliveries(session: Session, tenant: Tenant, job_id: uuid.UUID) -> list[Delivery]:
+    """Every delivery of every event the job raised, oldest first."""
+    return list(
+        session.scalars(
+            select(Delivery)
+            .options(*_with_log())
+            .join(Message)
+            .where(Message.job_id == job_id, Delivery.tenant_id == tenant.id)
+            .order_by(Delivery.created_at, Delivery.id)
+        )
+    )
+
+
+def retry_delivery(
+    session: Session, tenant: Tenant, delivery_id: uuid.UUID, now: datetime, settings: Settings
+) -> Delivery:
+    """Send again now: one more attempt if it had ended; a pending one skips its wait."""
+    delivery = get_delivery(session, tenant, delivery_id)
+    if delivery.callback_id is not None:
+        get_callback(session, tenant, delivery.callback_id)
+    if delivery.status != DeliveryStatus.PENDING:
+        delivery.status = DeliveryStatus.PENDING
+        # The last slot of the schedule: a failure ends it as failed again, without new retries.
+        delivery.attempt_count = len(settings.retry_schedule)
+    delivery.next_attempt_at = now
+    delivery.enqueued_at = now
+    session.flush()
+    enqueue_after_commit(session, DELIVER_TASK, str(delivery.id), queue=DELIVERIES_QUEUE)
+    return delivery
+
+
+# The worker's side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """Everything needed to send, read inside the claim so no transaction spans the HTTP call."""
+
+    id: uuid.UUID
+    lease_id: uuid.UUID
+    url: str
+    webhook_id: str
+    body: str
+    secrets: tuple[str, ...]
+    callback_id: uuid.UUID | None
+    success_status: int | None
+    attempt_count: int
+
+
+def claim_delivery(
+    session: Session, delivery_id: uuid.UUID, now: datetime, settings: Settings
+) -> ClaimedDelivery | None:
+    """Lease a due delivery; None when it is not due, not pending, or another worker holds it."""
+    lease_id = uuid.uuid4()
+    claimed = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+        )
+        .values(
+            lease_id=lease_id, locked_until=now + timedelta(seconds=settings.delivery_lease_seconds)
+        )
+        .returning(Delivery.id)
+    ).scalar_one_or_none()
+    if claimed is None:
+        return None
+    delivery = session.scalar(
+        select(Delivery)
+        .options(selectinload(Delivery.message), selectinload(Delivery.callback))
+        .where(Delivery.id == delivery_id)
+        .execution_options(populate_existing=True)
+    )
+    assert delivery is not None
+    callback = delivery.callback
+    if delivery.callback_id is not None and (callback is None or not callback.enabled):
+        delivery.status = DeliveryStatus.CANCELLED
+        delivery.next_attempt_at = None
+        delivery.locked_until = None
+        session.flush()
+        return None
+    secrets = (
+        signing_secrets(callback, now)
+        if callback is not None
+        else [_tenant_secret(session, delivery.tenant_id)]
+    )
+    return ClaimedDelivery(
+        id=delivery.id,
+        lease_id=lease_id,
+        url=delivery.url,
+        webhook_id=webhook_id(delivery.message_id),
+        body=delivery.message.body,
+        secrets=tuple(secrets),
+        callback_id=delivery.callback_id,
+        success_status=callback.success_status if callback is not None else None,
+        attempt_count=delivery.attempt_count,
+    )
+
+
+def _tenant_secret(session: Session, tenant_id: uuid.UUID) -> str:
+    return session.scalar(select(Tenant.signing_secret).where(Tenant.id == tenant_id)) or ""
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt's outcome, as the delivery pipeline classified it."""
+
+    attempted_at: datetime
+    request_headers: dict[str, str]
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    response_body_truncated: bool
+    duration_ms: int
+    succeeded: bool
+    error: str | None
+    next_attempt_at: datetime | None  # None with a failure: no retries left
+    disable_callback_reason: str | None = None
+
+
+def record_attempt(session: Session, claimed: ClaimedDelivery, record: AttemptRecord) -> None:
+    """Log the attempt and move the delivery on, if this worker still holds its lease."""
+    session.add(
+        DeliveryAttempt(
+            delivery_id=claimed.id,
+            attempted_at=record.attempted_at,
+            request_headers=record.request_headers,
+            response_status=record.response_status,
+            response_headers=record.response_headers,
+            response_body=record.response_body,
+            response_body_truncated=record.response_body_truncated,
+            duration_ms=record.duration_ms,
+            succeeded=record.succeeded,
+            error=record.error,
+        )
+    )
+    values: dict[str, object] = {
+        "attempt_count": Delivery.attempt_count + 1,
+        "last_attempt_at": record.attempted_at,
+        "locked_until": None,
+        "lease_id": None,
+    }
+    if record.succeeded:
+        values.update(
+            status=DeliveryStatus.SUCCEEDED, succeeded_at=record.attempted_at, next_attempt_at=None
+        )
+    elif record.next_attempt_at is None:
+        values.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+    else:
+        values.update(next_attempt_at=record.next_attempt_at)
+    # The lease check keeps a worker that overran its lease from undoing a newer attempt's result.
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == claimed.id, Delivery.lease_id == claimed.lease_id)
+        .values(**values)
+    )
+    if record.disable_callback_reason and claimed.callback_id is not None:
+        disable_callback(session, claimed.callback_id, record.disable_callback_reason)
+    session.flush()
+
+
+def due_delivery_ids(session: Session, now: datetime, settings: Settings) -> list[uuid.UUID]:
+    """Claim the right to enqueue due deliveries nobody holds or has recently enqueued."""
+    stale = now - timedelta(seconds=settings.requeue_after_seconds)
+    ids = list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.next_attempt_at <= now,
+                or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+                or_(
+                    Delivery.enqueued_at.is_(None),
+                    Delivery.enqueued_at < Delivery.next_attempt_at,
+                    Delivery.enqueued_at < stale,
+                ),
+            )
+            .order_by(Delivery.next_attempt_at)
+            .limit(settings.sweep_batch_size)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(enqueued_at=now))
+        for delivery_id in ids:
+            enqueue_after_commit(session, DELIVER_TASK, str(delivery_id), queue=DELIVERIES_QUEUE)
+    return ids

@@ -1,0 +1,70 @@
+"""Per-request plumbing: the database session and the authenticated tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import Flask, current_app, g, request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import ApiError
+from app.models import Tenant
+from app.services.tenants import authenticate
+from config.settings import Settings
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    engine: Engine | None
+    session_factory: sessionmaker[Session] | Any
+    celery: Celery | None
+
+
+def web_context() -> WebContext:
+    """This app's shared resources."""
+    return current_app.extensions["boomerang"]
+
+
+def settings() -> Settings:
+    """The app's settings."""
+    return web_context().settings
+
+
+def db() -> Session:
+    """The request's session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = web_context().session_factory()
+    return g.db_session
+
+
+def init_app(app: Flask, context: WebContext) -> None:
+    """Attach the context and close the request's session when the request ends."""
+    app.extensions["boomerang"] = context
+
+    @app.teardown_appcontext
+    def close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+
+class Unauthorized(ApiError):
+    code = 401
+
+
+def current_tenant() -> Tenant:
+    """The tenant whose API key authorised this request, or a 401."""
+    if "tenant" not in g:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send your API key as 'Authorization: Bearer <api_key>'.")
+        tenant = authenticate(db(), token.strip())
+        if tenant is None:
+            raise Unauthorized("The API key is not valid or was revoked.")
+        g.tenant = tenant
+    return g.tenant

@@ -1,0 +1,316 @@
+"""One frozen Settings object, read from the environment and validated at boot.
+
+Every setting is listed in ``SETTINGS`` with its unit and default; the README's configuration
+table mirrors it. Unknown ``BOOMERANG_*`` variables are refused so a typo cannot silently fall
+back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or malformed; the message names it."""
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a whole number above 0")
+    return value
+
+
+def _parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("expected a number above 0")
+    return value
+
+
+def _parse_fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < 1:
+        raise ValueError("expected a number from 0 up to (not including) 1")
+    return value
+
+
+def _parse_schedule(raw: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts:
+        raise ValueError("expected comma-separated seconds, e.g. 5,300,1800")
+    values = tuple(int(part) for part in parts)
+    if any(value < 0 for value in values):
+        raise ValueError("delays cannot be negative")
+    return values
+
+
+def _parse_names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_url(schemes: set[str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not (parts.hostname or parts.path):
+            raise ValueError(f"expected a {'/'.join(sorted(schemes))} URL")
+        return raw.rstrip("/") if parts.scheme in {"http", "https"} else raw
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one environment variable maps onto a Settings field."""
+
+    env: str
+    field: str
+    default: str
+    parse: Callable[[str], Any]
+    unit: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "DATABASE_URL",
+        "database_url",
+        "postgresql://postgres@127.0.0.1:5432/boomerang",
+        _parse_url({"postgresql", "postgresql+psycopg2"}),
+        "URL",
+        "Postgres database; created on `boomerang migrate` if missing.",
+    ),
+    Setting(
+        "REDIS_URL",
+        "redis_url",
+        "redis://127.0.0.1:6379/0",
+        _parse_url({"redis", "rediss"}),
+        "URL",
+        "Redis used as the Celery broker. It only wakes workers; it holds no state.",
+    ),
+    Setting(
+        "BOOMERANG_PUBLIC_URL",
+        "public_url",
+        "http://127.0.0.1:8000",
+        _parse_url({"http", "https"}),
+        "URL",
+        "Where clients reach the API; used to build `Location` and `redirect_link`.",
+    ),
+    Setting(
+        "BOOMERANG_RETRY_SCHEDULE",
+        "retry_schedule",
+        "5,300,1800,7200,18000,36000,50400,72000,86400",
+        _parse_schedule,
+        "seconds, comma-separated",
+        "Delay before each retry after a failed attempt; its length is the number of retries.",
+    ),
+    Setting(
+        "BOOMERANG_RETRY_JITTER",
+        "retry_jitter",
+        "0.1",
+        _parse_fraction,
+        "fraction",
+        "Each retry delay is moved by up to this fraction either way so retries do not stampede.",
+    ),
+    Setting(
+        "BOOMERANG_CONNECT_TIMEOUT_SECONDS",
+        "connect_timeout_seconds",
+        "5",
+        _parse_positive_float,
+        "seconds",
+        "Outbound connect timeout per delivery attempt.",
+    ),
+    Setting(
+        "BOOMERANG_READ_TIMEOUT_SECONDS",
+        "read_timeout_seconds",
+        "15",
+        _parse_positive_float,
+        "seconds",
+        "Outbound read timeout per delivery attempt.",
+    ),
+    Setting(
+        "BOOMERANG_RESPONSE_BODY_LIMIT_BYTES",
+        "response_body_limit_bytes",
+        "65536",
+        _parse_positive_int,
+        "bytes",
+        "How much of a receiver's response body is read and logged.",
+    ),
+    Setting(
+        "BOOMERANG_MAX_REQUEST_BYTES",
+        "max_request_bytes",
+        "1048576",
+        _parse_positive_int,
+        "bytes",
+        "Largest API request body accepted; larger ones get 413.",
+    ),
+    Setting(
+        "BOOMERANG_ALLOW_PRIVATE_NETWORKS",
+        "allow_private_networks",
+        "false",
+        _parse_bool,
+        "boolean",
+        "Let callbacks reach loopback and private addresses. For development and tests only.",
+    ),
+    Setting(
+        "BOOMERANG_JOB_MODULES",
+        "job_modules",
+        "",
+        _parse_names,
+        "module names, comma-separated",
+        "Extra Python modules whose `@job` functions are registered next to the built-in ones.",
+    ),
+    Setting(
+        "BOOMERANG_SWEEP_INTERVAL_SECONDS",
+        "sweep_interval_seconds",
+        "2",
+        _parse_positive_float,
+        "seconds",
+        "How often beat looks in Postgres for due or stranded jobs and deliveries.",
+    ),
+    Setting(
+        "BOOMERANG_REQUEUE_AFTER_SECONDS",
+        "requeue_after_seconds",
+        "60",
+        _parse_positive_int,
+        "seconds",
+        "A due item that was enqueued but not picked up this long ago is enqueued again.",
+    ),
+    Setting(
+        "BOOMERANG_DELIVERY_LEASE_SECONDS",
+        "delivery_lease_seconds",
+        "60",
+        _parse_positive_int,
+        "seconds",
+        "How long a worker holds a delivery while sending it; must exceed the timeouts.",
+    ),
+    Setting(
+        "BOOMERANG_JOB_LEASE_SECONDS",
+        "job_lease_seconds",
+        "900",
+        _parse_positive_int,
+        "seconds",
+        "How long a worker holds a running job before another may take it over.",
+    ),
+    Setting(
+        "BOOMERANG_JOB_MAX_ATTEMPTS",
+        "job_max_attempts",
+        "3",
+        _parse_positive_int,
+        "attempts",
+        "How many times a job is started before it fails for good (a worker that dies counts).",
+    ),
+    Setting(
+        "BOOMERANG_SECRET_ROTATION_GRACE_SECONDS",
+        "secret_rotation_grace_seconds",
+        "86400",
+        _parse_positive_int,
+        "seconds",
+        "How long a rotated-out callback secret keeps signing.",
+    ),
+    Setting(
+        "BOOMERANG_IDEMPOTENCY_TTL_SECONDS",
+        "idempotency_ttl_seconds",
+        "86400",
+        _parse_positive_int,
+        "seconds",
+        "How long an `Idempotency-Key` maps to its job.",
+    ),
+    Setting(
+        "BOOMERANG_SWEEP_BATCH_SIZE",
+        "sweep_batch_size",
+        "500",
+        _parse_positive_int,
+        "rows",
+        "Most jobs and deliveries one sweep enqueues.",
+    ),
+)
+
+_KNOWN = {setting.env for setting in SETTINGS}
+# Variables read by the process files rather than by Settings; accepted so they are not "unknown".
+_PROCESS_ENV = {
+    "BOOMERANG_WEB_HOST",
+    "BOOMERANG_WEB_PORT",
+    "BOOMERANG_FLOWER_PORT",
+    "BOOMERANG_DELIVERY_CONCURRENCY",
+    "BOOMERANG_JOB_CONCURRENCY",
+    "BOOMERANG_WEB_WORKERS",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration shared by the API, the workers and the CLI."""
+
+    database_url: str
+    redis_url: str
+    public_url: str
+    retry_schedule: tuple[int, ...]
+    retry_jitter: float
+    connect_timeout_seconds: float
+    read_timeout_seconds: float
+    response_body_limit_bytes: int
+    max_request_bytes: int
+    allow_private_networks: bool
+    job_modules: tuple[str, ...]
+    sweep_interval_seconds: float
+    requeue_after_seconds: int
+    delivery_lease_seconds: int
+    job_lease_seconds: int
+    job_max_attempts: int
+    secret_rotation_grace_seconds: int
+    idempotency_ttl_seconds: int
+    sweep_batch_size: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build and validate settings; raise SettingsError naming the first bad variable."""
+        env = os.environ if environ is None else environ
+        unknown = sorted(
+            name
+            for name in env
+            if name.startswith("BOOMERANG_") and name not in _KNOWN | _PROCESS_ENV
+        )
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {unknown[0]}; see the README's configuration table"
+            )
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = env.get(setting.env, setting.default)
+            try:
+                values[setting.field] = setting.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{setting.env}={raw!r} is invalid: {exc}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field rules that no single variable can express."""
+        longest_call = self.connect_timeout_seconds + self.read_timeout_seconds
+        if self.delivery_lease_seconds <= longest_call:
+            raise SettingsError(
+                "BOOMERANG_DELIVERY_LEASE_SECONDS must exceed the connect plus read timeout "
+                f"({longest_call:g} s), or a slow attempt could be sent twice at once"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated again."""
+        updated = dataclasses.replace(self, **changes)
+        updated.check()
+        return updated

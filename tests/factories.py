@@ -1,0 +1,55 @@
+"""Test data builders. They flush, never commit."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.models import Callback, Job, JobStatus, Tenant
+from app.services.events import DEFAULT_EVENT_TYPES
+from app.services.tenants import create_tenant
+from app.signing import new_signing_secret
+
+
+def make_tenant(session: Session, name: str = "acme") -> tuple[Tenant, str]:
+    new = create_tenant(session, name)
+    return new.tenant, new.api_key
+
+
+def make_callback(session: Session, tenant: Tenant, url: str, **fields: Any) -> Callback:
+    callback = Callback(
+        id=uuid.uuid4(),
+        tenant_id=tenant.id,
+        url=url,
+        event_types=list(fields.pop("event_types", DEFAULT_EVENT_TYPES)),
+        enabled=fields.pop("enabled", True),
+        secret=new_signing_secret(),
+        **fields,
+    )
+    session.add(callback)
+    session.flush()
+    return callback
+
+
+def make_job(
+    session: Session,
+    tenant: Tenant,
+    job_type: str = "echo",
+    input: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Job:
+    job = Job(
+        id=uuid.uuid4(),
+        tenant_id=tenant.id,
+        type=job_type,
+        status=fields.pop("status", JobStatus.QUEUED),
+        input=input or {},
+        attempts=fields.pop("attempts", 0),
+        max_attempts=fields.pop("max_attempts", 3),
+        **fields,
+    )
+    session.add(job)
+    session.flush()
+    return job

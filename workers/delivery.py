@@ -1,0 +1,128 @@
+"""The delivery pipeline: claim, prepare, call, then record the outcome.
+
+Two short transactions around the HTTP call, never one across it: a slow receiver must not hold
+a database connection or row lock for the length of its timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from app.services.deliveries import (
+    AttemptRecord,
+    ClaimedDelivery,
+    claim_delivery,
+    record_attempt,
+)
+from app.signing import sign_webhook
+from config.settings import Settings
+from workers.http import HttpResult, OutboundClient
+from workers.retry import next_attempt_at, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+REDACTED_HEADERS = {"webhook-signature", "authorization"}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def build_headers(claimed: ClaimedDelivery, now: datetime) -> dict[str, str]:
+    """Standard Webhooks headers for one attempt; the timestamp is the attempt's own."""
+    return {
+        "content-type": "application/json",
+        "webhook-id": claimed.webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": sign_webhook(claimed.secrets, claimed.webhook_id, now, claimed.body),
+    }
+
+
+def is_success(status: int | None, success_status: int | None) -> bool:
+    """2xx, or exactly the callback's ``success_status`` when it set one."""
+    if status is None:
+        return False
+    if success_status is not None:
+        return status == success_status
+    return 200 <= status < 300
+
+
+def classify(
+    claimed: ClaimedDelivery,
+    headers: dict[str, str],
+    result: HttpResult,
+    attempted_at: datetime,
+    settings: Settings,
+) -> AttemptRecord:
+    """Turn an HTTP result into a logged attempt and the delivery's next step."""
+    succeeded = is_success(result.status, claimed.success_status)
+    error = result.error
+    disable_reason = None
+    retry_after = None
+    if not succeeded and result.status is not None:
+        error = f"receiver answered {result.status}"
+        if 300 <= result.status < 400:
+            location = (result.headers or {}).get("Location")
+            error = f"redirect to {location!r} not followed" if location else error
+        if result.status in (429, 503):
+            retry_after = parse_retry_after((result.headers or {}).get("Retry-After"), attempted_at)
+    failed_attempts = claimed.attempt_count + 1
+    next_at = None
+    if not succeeded:
+        next_at = next_attempt_at(
+            failed_attempts,
+            settings.retry_schedule,
+            utcnow(),
+            jitter=settings.retry_jitter,
+            retry_after_seconds=retry_after,
+        )
+    if result.status == 410 and claimed.callback_id is not None:
+        # 410 Gone: the receiver says the endpoint is retired. Stop calling it at all.
+        disable_reason = "receiver answered 410 Gone"
+        next_at = None
+    logged_headers = {
+        k: ("<redacted>" if k.lower() in REDACTED_HEADERS else v) for k, v in headers.items()
+    }
+    return AttemptRecord(
+        attempted_at=attempted_at,
+        request_headers=logged_headers,
+        response_status=result.status,
+        response_headers=result.headers,
+        response_body=result.body,
+        response_body_truncated=result.body_truncated,
+        duration_ms=result.duration_ms,
+        succeeded=succeeded,
+        error=None if succeeded else error,
+        next_attempt_at=next_at,
+        disable_callback_reason=disable_reason,
+    )
+
+
+def deliver(
+    session: Session,
+    client: OutboundClient,
+    settings: Settings,
+    delivery_id: uuid.UUID,
+    clock: Callable[[], datetime] = utcnow,
+) -> bool | None:
+    """Make one attempt: True or False for the outcome, None if it was not ours to send."""
+    claimed = claim_delivery(session, delivery_id, clock(), settings)
+    session.commit()
+    if claimed is None:
+        return None
+    attempted_at = clock()
+    headers = build_headers(claimed, attempted_at)
+    result = client.post(claimed.url, claimed.body.encode(), headers)
+    record = classify(claimed, headers, result, attempted_at, settings)
+    record_attempt(session, claimed, record)
+    session.commit()
+    log.info(
+        "delivery %s to %s: %s", claimed.id, claimed.url, "ok" if record.succeeded else record.error
+    )
+    return record.succeeded

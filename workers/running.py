@@ -1,0 +1,60 @@
+"""Running a job: claim it, call its function with progress reporting, record the outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.services.jobs import claim_job, finish_job, record_progress
+from config.settings import Settings
+from workers.delivery import utcnow
+from workers.jobs import JobContext, get_job_type
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over; this run must stop without recording anything."""
+
+
+def execute_job(
+    session: Session, settings: Settings, job_id: uuid.UUID, clock: Callable[[], datetime] = utcnow
+) -> bool | None:
+    """Run the job once. True if it succeeded, False if it failed, None if it was not ours."""
+    claimed = claim_job(session, job_id, clock(), settings)
+    session.commit()
+    if claimed is None:
+        return None
+
+    def report(progress: dict[str, Any]) -> None:
+        if not record_progress(session, claimed, progress, clock(), settings):
+            session.rollback()
+            raise LeaseLost
+        session.commit()
+
+    result: Any = None
+    error: str | None = None
+    job_type = get_job_type(claimed.type)
+    try:
+        if job_type is None:
+            raise LookupError(f"no job type {claimed.type!r} is registered on this worker")
+        result = job_type.function(dict(claimed.input), JobContext(str(claimed.id), report))
+        json.dumps(result)  # fail here, readably, rather than in the database driver
+    except LeaseLost:
+        log.warning("job %s: lease lost, leaving it to the worker that took over", claimed.id)
+        return None
+    except Exception as exc:
+        log.info("job %s failed: %s", claimed.id, exc)
+        error = f"{type(exc).__name__}: {exc}"
+        result = None
+    if not finish_job(session, claimed, clock(), result=result, error=error):
+        session.rollback()
+        return None
+    session.commit()
+    return error is None
