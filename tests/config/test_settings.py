@@ -1,0 +1,53 @@
+import pytest
+
+from config.settings import SETTINGS, Settings, SettingsError
+
+
+def test_it_has_a_default_for_every_setting():
+    settings = Settings.from_env({})
+    assert settings.retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/boomerang"
+    assert settings.allow_private_networks is False
+
+
+def test_it_reads_a_retry_schedule_in_seconds():
+    settings = Settings.from_env({"BOOMERANG_RETRY_SCHEDULE": "1, 2,30"})
+    assert settings.retry_schedule == (1, 2, 30)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BOOMERANG_RETRY_SCHEDULE", "5,soon"),
+        ("BOOMERANG_RETRY_SCHEDULE", "-1"),
+        ("BOOMERANG_ALLOW_PRIVATE_NETWORKS", "maybe"),
+        ("BOOMERANG_CONNECT_TIMEOUT_SECONDS", "0"),
+        ("BOOMERANG_RETRY_JITTER", "1.5"),
+        ("DATABASE_URL", "mysql://localhost/x"),
+        ("REDIS_URL", "http://localhost"),
+    ],
+)
+def test_it_refuses_a_malformed_value_naming_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_it_refuses_an_unknown_boomerang_variable():
+    with pytest.raises(SettingsError, match="BOOMERANG_RETRY_SCHEDUEL"):
+        Settings.from_env({"BOOMERANG_RETRY_SCHEDUEL": "1"})
+
+
+def test_it_refuses_a_lease_shorter_than_one_attempt():
+    with pytest.raises(SettingsError, match="BOOMERANG_DELIVERY_LEASE_SECONDS"):
+        Settings.from_env(
+            {"BOOMERANG_DELIVERY_LEASE_SECONDS": "10", "BOOMERANG_READ_TIMEOUT_SECONDS": "15"}
+        )
+
+
+def test_the_readme_documents_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [setting.env for setting in SETTINGS if f"`{setting.env}`" not in readme]
+    assert missing == []

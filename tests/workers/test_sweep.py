@@ -1,0 +1,83 @@
+"""The beat sweep: due retries and lost messages are enqueued again, from Postgres alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from app.models import DeliveryStatus, JobStatus
+from app.services import events
+from app.services.deliveries import due_delivery_ids
+from app.services.jobs import due_job_ids
+from tests.factories import make_callback, make_job
+
+
+def publish_one(db_session, owner, url, now):
+    callback = make_callback(db_session, owner, url)
+    (delivery,) = events.publish(
+        db_session,
+        tenant_id=owner.id,
+        event_type="job.succeeded",
+        data={},
+        now=now,
+        callbacks=[callback],
+    )
+    return delivery
+
+
+def test_a_freshly_enqueued_delivery_is_left_alone(db_session, settings, tenant):
+    now = datetime.now(UTC)
+    publish_one(db_session, tenant[0], "http://127.0.0.1:1/a", now)
+    assert due_delivery_ids(db_session, now + timedelta(seconds=1), settings) == []
+
+
+def test_a_delivery_whose_message_was_lost_is_enqueued_again(
+    db_session, settings, tenant, sent_tasks
+):
+    now = datetime.now(UTC)
+    delivery = publish_one(db_session, tenant[0], "http://127.0.0.1:1/a", now)
+    later = now + timedelta(seconds=settings.requeue_after_seconds + 1)
+    assert due_delivery_ids(db_session, later, settings) == [delivery.id]
+    # ...and only once per requeue window.
+    assert due_delivery_ids(db_session, later + timedelta(seconds=1), settings) == []
+
+
+def test_a_retry_that_came_due_is_enqueued(db_session, settings, tenant):
+    now = datetime.now(UTC)
+    delivery = publish_one(db_session, tenant[0], "http://127.0.0.1:1/a", now)
+    delivery.attempt_count = 1
+    delivery.next_attempt_at = now + timedelta(seconds=5)
+    db_session.flush()
+    assert due_delivery_ids(db_session, now + timedelta(seconds=4), settings) == []
+    assert due_delivery_ids(db_session, now + timedelta(seconds=6), settings) == [delivery.id]
+
+
+def test_finished_and_leased_deliveries_are_not_enqueued(db_session, settings, tenant):
+    now = datetime.now(UTC)
+    done = publish_one(db_session, tenant[0], "http://127.0.0.1:1/a", now)
+    done.status = DeliveryStatus.SUCCEEDED
+    leased = publish_one(db_session, tenant[0], "http://127.0.0.1:1/b", now)
+    leased.locked_until = now + timedelta(hours=1)
+    db_session.flush()
+    assert due_delivery_ids(db_session, now + timedelta(minutes=5), settings) == []
+
+
+def test_a_queued_job_whose_message_was_lost_is_enqueued_again(db_session, settings, tenant):
+    now = datetime.now(UTC)
+    job = make_job(db_session, tenant[0], enqueued_at=now)
+    assert due_job_ids(db_session, now, settings) == []
+    later = now + timedelta(seconds=settings.requeue_after_seconds + 1)
+    assert due_job_ids(db_session, later, settings) == [job.id]
+
+
+def test_a_running_job_past_its_lease_is_enqueued_again(db_session, settings, tenant):
+    now = datetime.now(UTC)
+    job = make_job(
+        db_session,
+        tenant[0],
+        status=JobStatus.RUNNING,
+        attempts=1,
+        enqueued_at=now,
+        locked_until=now + timedelta(seconds=30),
+    )
+    assert due_job_ids(db_session, now + timedelta(seconds=10), settings) == []
+    assert due_job_ids(db_session, now + timedelta(seconds=31), settings) == [job.id]
