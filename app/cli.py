@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -125,3 +126,38 @@ def worker(ctx: click.Context, queue: tuple[str, ...]) -> None:
 def beat(ctx: click.Context) -> None:
     """Run Celery beat, which drives the recovery and retry sweep."""
     _celery(["beat", *ctx.args])
+
+
+@main.command()
+@click.option("--port", default=9000, show_default=True, help="Port to listen on (127.0.0.1).")
+@click.option("--secret", help="A whsec_ secret: verify each delivery's signature with it.")
+@click.option("--status", default=200, show_default=True, help="HTTP status to answer with.")
+def receiver(port: int, secret: str | None, status: int) -> None:
+    """A local callback receiver for trying Boomerang out: prints each delivery it gets."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            verdict = "signature not checked (no --secret)"
+            if secret:
+                try:
+                    Webhook(secret).verify(body, dict(self.headers))
+                    verdict = "signature verified"
+                except WebhookVerificationError as exc:
+                    verdict = f"SIGNATURE REJECTED: {exc}"
+            click.echo(f"POST {self.path}  webhook-id={self.headers.get('webhook-id')}  "
+                       f"{verdict}\n{body.decode(errors='replace')}\n", nl=True)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    click.echo(f"listening on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+    with ThreadingHTTPServer(("127.0.0.1", port), Handler) as server:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
