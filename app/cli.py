@@ -148,8 +148,11 @@ def receiver(port: int, secret: str | None, status: int) -> None:
                     verdict = "signature verified"
                 except WebhookVerificationError as exc:
                     verdict = f"SIGNATURE REJECTED: {exc}"
-            click.echo(f"POST {self.path}  webhook-id={self.headers.get('webhook-id')}  "
-                       f"{verdict}\n{body.decode(errors='replace')}\n", nl=True)
+            click.echo(
+                f"POST {self.path}  webhook-id={self.headers.get('webhook-id')}  "
+                f"{verdict}\n{body.decode(errors='replace')}\n",
+                nl=True,
+            )
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -158,6 +161,8 @@ def receiver(port: int, secret: str | None, status: int) -> None:
             pass
 
     click.echo(f"listening on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
-    with ThreadingHTTPServer(("127.0.0.1", port), Handler) as server:
-        with contextlib.suppress(KeyboardInterrupt):
-            server.serve_forever()
+    with (
+        ThreadingHTTPServer(("127.0.0.1", port), Handler) as server,
+        contextlib.suppress(KeyboardInterrupt),
+    ):
+        server.serve_forever()

@@ -24,7 +24,7 @@ from tests.receiver import Receiver
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -49,9 +49,16 @@ def main() -> None:
         latencies = []
         for number in range(args.jobs):
             started = time.time()
-            response = session.post(f"{stack.base_url}/v1/jobs", headers=headers, timeout=10,
-                                    json={"type": "echo", "input": {"n": number},
-                                          "callback_url": receiver.url("/bench")})
+            response = session.post(
+                f"{stack.base_url}/v1/jobs",
+                headers=headers,
+                timeout=10,
+                json={
+                    "type": "echo",
+                    "input": {"n": number},
+                    "callback_url": receiver.url("/bench"),
+                },
+            )
             response.raise_for_status()
             arrived = receiver.wait_for(number + 1, "/bench", timeout=30)[-1]
             latencies.append((arrived.at - started) * 1000)
