@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 03:36:59.328392
+Create Date: 2026-11-29
 """
 
 from collections.abc import Sequence
@@ -56,7 +56,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.UUID(), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
-        sa.Column("event_types", sa.ARRAY(sa.String(length=100)), nullable=True),
+        sa.Column("event_types", sa.ARRAY(sa.String(length=100)), nullable=False),
         sa.Column("success_status", sa.Integer(), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("disabled_reason", sa.Text(), nullable=True),
