@@ -110,7 +110,17 @@ def app(settings: Settings, db_session: Session):
 
 
 @pytest.fixture
-def client(app):
+def client(app, db_session: Session):
+    """A test client that commits the test's own setup before each request, as if it had been
+    made earlier. Otherwise a request that fails would roll the setup back with it."""
+    from flask.testing import FlaskClient
+
+    class CommittingClient(FlaskClient):
+        def open(self, *args: Any, **kwargs: Any):
+            db_session.commit()
+            return super().open(*args, **kwargs)
+
+    app.test_client_class = CommittingClient
     return app.test_client()
 
 
