@@ -6,12 +6,15 @@ wakes up for a row it cannot see yet, and a rolled-back request enqueues nothing
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
@@ -27,6 +30,8 @@ class TaskCall:
 
 
 TaskSender = Callable[[Sequence[TaskCall]], None]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _PENDING = "boomerang.pending_tasks"
 _SENDER = "boomerang.task_sender"
@@ -66,6 +71,40 @@ def _send_pending_tasks(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_pending_tasks(session: Session) -> None:
     session.info.pop(_PENDING, None)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean the database is unreachable, not that the query was wrong."""
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    )
+
+
+def commit_with_retry(
+    session: Session,
+    work: Callable[[], T],
+    give_up_after_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``work`` and commit, again and again while the database is unreachable.
+
+    For the step after an irreversible action (an HTTP call made, a job run): redoing the action
+    would be a duplicate, so wait for Postgres instead, up to ``give_up_after_seconds``.
+    """
+    deadline = time.monotonic() + give_up_after_seconds
+    delay = 0.25
+    while True:
+        try:
+            result = work()
+            session.commit()
+            return result
+        except DBAPIError as exc:
+            session.rollback()
+            if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.2f s", type(exc.orig), delay)
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def ensure_database(settings: Settings) -> bool:

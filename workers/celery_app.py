@@ -70,6 +70,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
             "boomerang.run_job": {"queue": JOBS_QUEUE},
             "boomerang.deliver": {"queue": DELIVERIES_QUEUE},
             "boomerang.sweep": {"queue": MAINTENANCE_QUEUE},
+            "boomerang.prune": {"queue": MAINTENANCE_QUEUE},
         },
         task_serializer="json",
         accept_content=["json"],
@@ -99,6 +100,11 @@ def create_celery(settings: Settings | None = None) -> Celery:
                 "schedule": settings.sweep_interval_seconds,
                 # A sweep that waited longer than one interval is already superseded.
                 "options": {"expires": settings.sweep_interval_seconds},
+            },
+            "prune": {
+                "task": "boomerang.prune",
+                "schedule": settings.prune_interval_seconds,
+                "options": {"expires": settings.prune_interval_seconds},
             },
         },
         beat_schedule_filename=str(Path(tempfile.gettempdir()) / "boomerang-beat-schedule"),

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from app.db import commit_with_retry
 from app.services.deliveries import (
     AttemptRecord,
     ClaimedDelivery,
@@ -120,8 +121,15 @@ def deliver(
     headers = build_headers(claimed, attempted_at)
     result = client.post(claimed.url, claimed.body.encode(), headers)
     record = classify(claimed, headers, result, attempted_at, settings)
-    record_attempt(session, claimed, record)
-    session.commit()
+    # The POST happened; sending it again because Postgres blinked would be a duplicate. Keep
+    # trying to record it for as long as the lease keeps other workers away.
+    commit_with_retry(
+        session,
+        lambda: record_attempt(session, claimed, record, settings),
+        give_up_after_seconds=max(
+            settings.delivery_lease_seconds - (clock() - attempted_at).total_seconds() - 1, 0
+        ),
+    )
     log.info(
         "delivery %s to %s: %s", claimed.id, claimed.url, "ok" if record.succeeded else record.error
     )

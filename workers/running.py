@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.db import commit_with_retry
 from app.services.jobs import claim_job, finish_job, record_progress
 from config.settings import Settings
 from workers.delivery import utcnow
@@ -53,8 +54,10 @@ def execute_job(
         log.info("job %s failed: %s", claimed.id, exc)
         error = f"{type(exc).__name__}: {exc}"
         result = None
-    if not finish_job(session, claimed, clock(), result=result, error=error):
-        session.rollback()
-        return None
-    session.commit()
-    return error is None
+    # The work is done; keep trying to record it rather than run it again after an outage.
+    finished = commit_with_retry(
+        session,
+        lambda: finish_job(session, claimed, clock(), result=result, error=error),
+        give_up_after_seconds=settings.job_lease_seconds / 2,
+    )
+    return (error is None) if finished else None

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from celery import shared_task
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.services.deliveries import due_delivery_ids
 from app.services.jobs import due_job_ids
+from app.services.retention import prune_batch
 from workers.delivery import deliver as deliver_once
 from workers.delivery import utcnow
 from workers.running import execute_job
 
+# While Postgres is unreachable a task backs off and tries again by itself. Should it run out of
+# retries, nothing is lost: the row is still in Postgres and the sweep enqueues it again.
+DATABASE_OUTAGE = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 12,
+}
 
-@shared_task(name="boomerang.run_job", bind=True)
+PRUNE_BATCHES_PER_RUN = 100
+
+
+@shared_task(name="boomerang.run_job", bind=True, **DATABASE_OUTAGE)
 def run_job(self, job_id: str) -> None:
     """Run one job to its end and raise its events."""
     ctx = self.app.boomerang
@@ -21,7 +36,7 @@ def run_job(self, job_id: str) -> None:
         execute_job(session, ctx.settings, uuid.UUID(job_id))
 
 
-@shared_task(name="boomerang.deliver", bind=True)
+@shared_task(name="boomerang.deliver", bind=True, **DATABASE_OUTAGE)
 def deliver(self, delivery_id: str) -> None:
     """Make one attempt at one delivery."""
     ctx = self.app.boomerang
@@ -39,3 +54,20 @@ def sweep(self) -> dict[str, int]:
         jobs = due_job_ids(session, now, ctx.settings)
         session.commit()
     return {"deliveries": len(deliveries), "jobs": len(jobs)}
+
+
+@shared_task(name="boomerang.prune", bind=True)
+def prune(self) -> dict[str, int]:
+    """Delete rows past retention, one short transaction per batch."""
+    ctx = self.app.boomerang
+    totals: dict[str, int] = {}
+    with ctx.session_factory() as session:
+        for _ in range(PRUNE_BATCHES_PER_RUN):
+            counts = prune_batch(session, utcnow(), ctx.settings)
+            session.commit()
+            for name, count in counts.items():
+                totals[name] = totals.get(name, 0) + count
+            if max(counts.values()) < ctx.settings.prune_batch_size:
+                break
+            time.sleep(0.05)  # let other writers in between batches
+    return totals
