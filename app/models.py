@@ -105,6 +105,11 @@ class Callback(Base):
     success_status: Mapped[int | None] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # The current run of failed attempts; cleared by any success. Drives automatic disabling.
+    consecutive_failures: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     secret: Mapped[str] = mapped_column(String(100), nullable=False)
     previous_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -119,6 +124,12 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_job_tenant_idempotency_key"),
         Index("ix_job_tenant_created", "tenant_id", "created_at", "id"),
+        # Retention prunes finished jobs by age.
+        Index(
+            "ix_job_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
         # The sweep looks only at unfinished jobs, so the index stays small.
         Index(
             "ix_job_unfinished",
@@ -219,6 +230,8 @@ class DeliveryAttempt(Base):
     """One HTTP call and what the receiver answered: the response log."""
 
     __tablename__ = "delivery_attempt"
+    # Retention prunes attempts by age.
+    __table_args__ = (Index("ix_delivery_attempt_attempted_at", "attempted_at"),)
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     delivery_id: Mapped[uuid.UUID] = mapped_column(

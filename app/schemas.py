@@ -6,6 +6,8 @@ API answers with.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from app.services.events import SUBSCRIBABLE_EVENT_TYPES
@@ -51,6 +53,14 @@ class CallbackWithSecretSchema(CallbackSchema):
     """Only on creation and rotation: the one time the secret is shown."""
 
     secret = fields.String()
+
+
+class CallbackRecoverQuerySchema(Schema):
+    since = fields.AwareDateTime(required=True, default_timezone=UTC)
+
+
+class CallbackRecoveredSchema(Schema):
+    recovered = fields.Integer()
 
 
 class CallbackListSchema(Schema):

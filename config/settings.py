@@ -238,6 +238,38 @@ SETTINGS: tuple[Setting, ...] = (
         "rows",
         "Most jobs and deliveries one sweep enqueues.",
     ),
+    Setting(
+        "BOOMERANG_CALLBACK_DISABLE_AFTER_SECONDS",
+        "callback_disable_after_seconds",
+        "432000",
+        _parse_positive_int,
+        "seconds",
+        "A callback failing this long with no success is disabled (default 5 days).",
+    ),
+    Setting(
+        "BOOMERANG_RETENTION_DAYS",
+        "retention_days",
+        "30",
+        _parse_positive_int,
+        "days",
+        "Delivery attempts and finished jobs older than this are pruned.",
+    ),
+    Setting(
+        "BOOMERANG_PRUNE_INTERVAL_SECONDS",
+        "prune_interval_seconds",
+        "3600",
+        _parse_positive_float,
+        "seconds",
+        "How often beat prunes old rows.",
+    ),
+    Setting(
+        "BOOMERANG_PRUNE_BATCH_SIZE",
+        "prune_batch_size",
+        "1000",
+        _parse_positive_int,
+        "rows",
+        "Rows deleted per statement while pruning, so no lock is held for long.",
+    ),
 )
 
 _KNOWN = {setting.env for setting in SETTINGS}
@@ -275,6 +307,10 @@ class Settings:
     secret_rotation_grace_seconds: int
     idempotency_ttl_seconds: int
     sweep_batch_size: int
+    callback_disable_after_seconds: int
+    retention_days: int
+    prune_interval_seconds: float
+    prune_batch_size: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -10,6 +10,8 @@ from flask_smorest import Blueprint
 from app.schemas import (
     CallbackCreateSchema,
     CallbackListSchema,
+    CallbackRecoveredSchema,
+    CallbackRecoverQuerySchema,
     CallbackSchema,
     CallbackUpdateSchema,
     CallbackWithSecretSchema,
@@ -81,3 +83,24 @@ def send_test(callback_id: uuid.UUID):
     delivery = service.send_test_event(db(), current_tenant(), callback_id, utcnow())
     db().commit()
     return delivery
+
+
+@blp.route("/<uuid:callback_id>/enable", methods=["POST"])
+@blp.response(200, CallbackSchema)
+def enable(callback_id: uuid.UUID):
+    """Re-enable a callback that was disabled (by you, by a 410, or after failing for days)."""
+    callback = service.enable_callback(db(), current_tenant(), callback_id)
+    db().commit()
+    return callback
+
+
+@blp.route("/<uuid:callback_id>/recover", methods=["POST"])
+@blp.arguments(CallbackRecoverQuerySchema, location="query")
+@blp.response(202, CallbackRecoveredSchema)
+def recover(query, callback_id: uuid.UUID):
+    """Send again every failed delivery to this callback since ``?since=`` (after an outage)."""
+    count = service.recover_callback(
+        db(), current_tenant(), callback_id, query["since"], utcnow(), settings()
+    )
+    db().commit()
+    return {"recovered": count}

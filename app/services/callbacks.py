@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.db import enqueue_after_commit
 from app.errors import InvalidField, NotFound
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import events
@@ -98,13 +99,117 @@ def delete_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) ->
     session.flush()
 
 
-def disable_callback(session: Session, callback_id: uuid.UUID, reason: str) -> None:
-    """Stop sending to a callback (a receiver answered 410 Gone, say)."""
-    session.execute(
+def disable_callback(
+    session: Session, callback_id: uuid.UUID, reason: str, now: datetime
+) -> Callback | None:
+    """Stop sending to a callback and tell the tenant's other callbacks (``callback.disabled``)."""
+    callback = session.scalar(select(Callback).where(Callback.id == callback_id).with_for_update())
+    if callback is None or not callback.enabled:
+        return None
+    callback.enabled = False
+    callback.disabled_reason = reason
+    session.flush()
+    listeners = [
+        other
+        for other in events.subscribed_callbacks(
+            session, callback.tenant_id, events.CALLBACK_DISABLED
+        )
+        if other.id != callback.id
+    ]
+    if listeners:
+        data = {
+            "callback_id": str(callback.id),
+            "url": callback.url,
+            "reason": reason,
+            "disabled_at": now.isoformat(),
+        }
+        events.publish(
+            session,
+            tenant_id=callback.tenant_id,
+            event_type=events.CALLBACK_DISABLED,
+            data=data,
+            now=now,
+            callbacks=listeners,
+        )
+    return callback
+
+
+def note_attempt_outcome(
+    session: Session, callback_id: uuid.UUID, succeeded: bool, now: datetime, settings: Settings
+) -> None:
+    """Keep the callback's failure streak; disable it once it has failed for too long."""
+    if succeeded:
+        # Matches no row while the callback is healthy, so the common case takes no row lock.
+        session.execute(
+            update(Callback)
+            .where(Callback.id == callback_id, Callback.consecutive_failures > 0)
+            .values(consecutive_failures=0, failing_since=None)
+        )
+        return
+    row = session.execute(
         update(Callback)
         .where(Callback.id == callback_id)
-        .values(enabled=False, disabled_reason=reason)
+        .values(
+            consecutive_failures=Callback.consecutive_failures + 1,
+            failing_since=func.coalesce(Callback.failing_since, now),
+        )
+        .returning(Callback.enabled, Callback.failing_since, Callback.consecutive_failures)
+    ).one_or_none()
+    limit = timedelta(seconds=settings.callback_disable_after_seconds)
+    if row is not None and row.enabled and row.failing_since <= now - limit:
+        disable_callback(
+            session,
+            callback_id,
+            f"{row.consecutive_failures} failed attempts in a row since "
+            f"{row.failing_since.isoformat()} with no success",
+            now,
+        )
+
+
+def enable_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) -> Callback:
+    """Turn a disabled callback back on with a clean failure streak."""
+    callback = get_callback(session, tenant, callback_id)
+    callback.enabled = True
+    callback.disabled_reason = None
+    callback.consecutive_failures = 0
+    callback.failing_since = None
+    session.flush()
+    return callback
+
+
+def recover_callback(
+    session: Session,
+    tenant: Tenant,
+    callback_id: uuid.UUID,
+    since: datetime,
+    now: datetime,
+    settings: Settings,
+) -> int:
+    """Send again every failed delivery to this callback created since ``since``; the count."""
+    callback = get_callback(session, tenant, callback_id)
+    ids = list(
+        session.scalars(
+            update(Delivery)
+            .where(
+                Delivery.callback_id == callback.id,
+                Delivery.status == DeliveryStatus.FAILED,
+                Delivery.created_at >= since,
+            )
+            .values(
+                status=DeliveryStatus.PENDING,
+                # One more attempt each, as for a manual retry: a recovery, not a new schedule.
+                attempt_count=len(settings.retry_schedule),
+                next_attempt_at=now,
+                enqueued_at=now,
+            )
+            .returning(Delivery.id)
+        )
     )
+    for delivery_id in ids:
+        enqueue_after_commit(
+            session, events.DELIVER_TASK, str(delivery_id), queue=events.DELIVERIES_QUEUE
+        )
+    return len(ids)
 
 
 def rotate_secret(

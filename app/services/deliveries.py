@@ -12,8 +12,13 @@ from sqlalchemy.orm import Session, selectinload
 from app.db import enqueue_after_commit
 from app.errors import NotFound
 from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
-from app.services.callbacks import disable_callback, get_callback, signing_secrets
-from app.services.events import DELIVER_TASK, DELIVERIES_QUEUE, webhook_id
+from app.services.callbacks import (
+    disable_callback,
+    get_callback,
+    note_attempt_outcome,
+    signing_secrets,
+)
+from app.services.events import CALLBACK_TEST, DELIVER_TASK, DELIVERIES_QUEUE, webhook_id
 from config.settings import Settings
 
 
@@ -110,10 +115,15 @@ def claim_delivery(
     )
     assert delivery is not None
     callback = delivery.callback
-    if delivery.callback_id is not None and (callback is None or not callback.enabled):
-        delivery.status = DeliveryStatus.CANCELLED
+    stopped = delivery.callback_id is not None and (
+        callback is None or (not callback.enabled and delivery.message.event_type != CALLBACK_TEST)
+    )
+    if stopped:
+        # Deleted: nothing left to send to. Disabled: failed, so a recover can send it later.
+        delivery.status = DeliveryStatus.CANCELLED if callback is None else DeliveryStatus.FAILED
         delivery.next_attempt_at = None
         delivery.locked_until = None
+        delivery.lease_id = None
         session.flush()
         return None
     secrets = (
@@ -155,7 +165,9 @@ class AttemptRecord:
     disable_callback_reason: str | None = None
 
 
-def record_attempt(session: Session, claimed: ClaimedDelivery, record: AttemptRecord) -> None:
+def record_attempt(
+    session: Session, claimed: ClaimedDelivery, record: AttemptRecord, settings: Settings
+) -> None:
     """Log the attempt and move the delivery on, if this worker still holds its lease."""
     session.add(
         DeliveryAttempt(
@@ -191,8 +203,15 @@ def record_attempt(session: Session, claimed: ClaimedDelivery, record: AttemptRe
         .where(Delivery.id == claimed.id, Delivery.lease_id == claimed.lease_id)
         .values(**values)
     )
-    if record.disable_callback_reason and claimed.callback_id is not None:
-        disable_callback(session, claimed.callback_id, record.disable_callback_reason)
+    if claimed.callback_id is not None:
+        if record.disable_callback_reason:
+            disable_callback(
+                session, claimed.callback_id, record.disable_callback_reason, record.attempted_at
+            )
+        else:
+            note_attempt_outcome(
+                session, claimed.callback_id, record.succeeded, record.attempted_at, settings
+            )
     session.flush()
 
 

@@ -22,9 +22,10 @@ JOB_SUCCEEDED = "job.succeeded"
 JOB_FAILED = "job.failed"
 JOB_PROGRESS = "job.progress"
 CALLBACK_TEST = "callback.test"
+CALLBACK_DISABLED = "callback.disabled"
 
 # What a callback may subscribe to, and what it gets when it names nothing.
-SUBSCRIBABLE_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED, JOB_PROGRESS)
+SUBSCRIBABLE_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED, JOB_PROGRESS, CALLBACK_DISABLED)
 DEFAULT_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED)
 # Ad-hoc callback URLs given on a job hear only how it ended.
 FINAL_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED)

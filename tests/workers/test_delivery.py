@@ -275,7 +275,7 @@ def test_a_delivery_leased_by_another_worker_is_not_sent_twice(
     assert receiver.received() == []
 
 
-def test_a_disabled_callback_cancels_its_pending_delivery(
+def test_a_disabled_callback_fails_its_pending_delivery_without_sending(
     db_session, settings, owner, receiver, http
 ):
     callback = make_callback(db_session, owner, receiver.url("/hook"))
@@ -283,5 +283,5 @@ def test_a_disabled_callback_cancels_its_pending_delivery(
     callback.enabled = False
     db_session.commit()
     assert deliver(db_session, http, settings, delivery.id) is None
-    assert reload(db_session, delivery.id).status == DeliveryStatus.CANCELLED
+    assert reload(db_session, delivery.id).status == DeliveryStatus.FAILED
     assert receiver.received() == []
