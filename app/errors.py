@@ -8,7 +8,9 @@ Services raise these without importing Flask, which workers can share.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ class ApiError(Exception):
     """An error with an HTTP status, a message and, for input problems, the fields at fault."""
 
     code = 400
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, message: str, errors: dict[str, Any] | None = None, code: int | None = None):
         super().__init__(message)
@@ -78,7 +81,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError):
-        return respond(exc.code, exc.message, exc.errors)
+        return respond(exc.code, exc.message, exc.errors, exc.headers)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):

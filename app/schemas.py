@@ -6,9 +6,12 @@ API answers with.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import UTC
+from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
 
 from app.services.events import SUBSCRIBABLE_EVENT_TYPES
 
@@ -23,7 +26,46 @@ def _check_event_types(value: list[str]) -> None:
         )
 
 
-class CallbackCreateSchema(Schema):
+# Deep enough for any real document, shallow enough that no encoder on the way to Postgres, the
+# worker or a receiver runs out of stack (Python's JSON encoder recurses).
+MAX_JSON_DEPTH = 100
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored and sent on, or None. Walked without recursion, since JSON
+    input may nest as deep as the decoder allows."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, str) and "\x00" in item:
+            return "must not contain NUL (\\u0000) characters"
+        if isinstance(item, float) and not math.isfinite(item):
+            return "numbers must be finite (no NaN or Infinity)"
+        if isinstance(item, Mapping):
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+class InputSchema(Schema):
+    """Base of every request schema: what cannot be stored is a 422 naming the field, not a 500
+    from the driver (text refuses NUL; JSON has no NaN or Infinity) or the encoder."""
+
+    @pre_load
+    def _refuse_unstorable(self, data: Any, **_kwargs: object) -> Any:
+        if isinstance(data, Mapping):
+            for name, value in data.items():
+                problem = _unstorable(value)
+                if problem:
+                    raise ValidationError(problem, field_name=name)
+        return data
+
+
+class CallbackCreateSchema(InputSchema):
     url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
     event_types = fields.List(
         fields.String(), validate=[validate.Length(min=1), _check_event_types]
@@ -55,7 +97,7 @@ class CallbackWithSecretSchema(CallbackSchema):
     secret = fields.String()
 
 
-class CallbackRecoverQuerySchema(Schema):
+class CallbackRecoverQuerySchema(InputSchema):
     since = fields.AwareDateTime(required=True, default_timezone=UTC)
 
 
@@ -67,14 +109,14 @@ class CallbackListSchema(Schema):
     data = fields.List(fields.Nested(CallbackSchema))
 
 
-class JobCreateSchema(Schema):
+class JobCreateSchema(InputSchema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     input = fields.Dict(keys=fields.String(), load_default=dict)
     callback_url = fields.Url(schemes={"http", "https"}, require_tld=False, allow_none=True)
     redirect_url = fields.Url(schemes={"http", "https"}, require_tld=False, allow_none=True)
 
 
-class JobCreateQuerySchema(Schema):
+class JobCreateQuerySchema(InputSchema):
     callbackURL = fields.Url(schemes={"http", "https"}, require_tld=False)
 
 
@@ -98,7 +140,7 @@ class JobAcceptedSchema(JobSchema):
     redirect_link = fields.String(allow_none=True)
 
 
-class JobListQuerySchema(Schema):
+class JobListQuerySchema(InputSchema):
     status = fields.String(validate=validate.OneOf(["queued", "running", "succeeded", "failed"]))
     type = fields.String()
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from celery import Celery
 from flask import Flask, current_app, g, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
 from app.models import Tenant
@@ -42,8 +44,15 @@ def db() -> Session:
 
 
 def init_app(app: Flask, context: WebContext) -> None:
-    """Attach the context and close the request's session when the request ends."""
+    """Attach the context, refuse oversized bodies, and close the session when the request ends."""
     app.extensions["boomerang"] = context
+
+    @app.before_request
+    def refuse_oversized_body() -> None:
+        # Werkzeug enforces MAX_CONTENT_LENGTH only when the body is read, and the JSON parser
+        # reads only JSON bodies: check the declared length of every body up front.
+        if (request.content_length or 0) > context.settings.max_request_bytes:
+            raise RequestEntityTooLarge()
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:
@@ -54,6 +63,8 @@ def init_app(app: Flask, context: WebContext) -> None:
 
 class Unauthorized(ApiError):
     code = 401
+    # RFC 9110: a 401 names the authentication scheme the server wants.
+    headers = MappingProxyType({"WWW-Authenticate": 'Bearer realm="boomerang"'})
 
 
 def current_tenant() -> Tenant:
@@ -68,3 +79,9 @@ def current_tenant() -> Tenant:
             raise Unauthorized("The API key is not valid or was revoked.")
         g.tenant = tenant
     return g.tenant
+
+
+def require_tenant() -> None:
+    """A blueprint's ``before_request``: authenticate before the body is parsed, so a caller
+    without a valid key gets a 401 and never a validation error."""
+    current_tenant()

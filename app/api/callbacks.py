@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from app.api import Blueprint
 from app.schemas import (
     CallbackCreateSchema,
     CallbackListSchema,
@@ -18,7 +18,7 @@ from app.schemas import (
     DeliverySchema,
 )
 from app.services import callbacks as service
-from app.web import current_tenant, db, settings
+from app.web import current_tenant, db, require_tenant, settings
 from workers.delivery import utcnow
 
 blp = Blueprint(
@@ -27,6 +27,7 @@ blp = Blueprint(
     url_prefix="/v1/callbacks",
     description="Callback URLs registered once per tenant.",
 )
+blp.before_request(require_tenant)
 
 
 @blp.route("")

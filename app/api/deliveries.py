@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from flask_smorest import Blueprint
-
+from app.api import Blueprint
 from app.schemas import DeliveryListSchema, DeliverySchema
 from app.services import deliveries as service
 from app.services.jobs import get_job
-from app.web import current_tenant, db, settings
+from app.web import current_tenant, db, require_tenant, settings
 from workers.delivery import utcnow
 
 blp = Blueprint(
@@ -18,6 +17,7 @@ blp = Blueprint(
     url_prefix="/v1",
     description="Each callback POST and every attempt's response.",
 )
+blp.before_request(require_tenant)
 
 
 @blp.route("/jobs/<uuid:job_id>/deliveries")

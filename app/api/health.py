@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import redis
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from app.api import Blueprint
 from app.web import db, settings
 
 blp = Blueprint("health", __name__, description="Probes for load balancers and orchestrators.")

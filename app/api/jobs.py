@@ -6,8 +6,8 @@ import uuid
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from app.api import Blueprint
 from app.errors import InvalidField
 from app.models import Job
 from app.schemas import (
@@ -19,13 +19,14 @@ from app.schemas import (
     JobSchema,
 )
 from app.services import jobs as service
-from app.web import current_tenant, db, settings
+from app.web import current_tenant, db, require_tenant, settings
 from workers.delivery import utcnow
 from workers.jobs import get_job_type, job_type_names
 
 blp = Blueprint(
     "jobs", __name__, url_prefix="/v1/jobs", description="Slow work, with results pushed."
 )
+blp.before_request(require_tenant)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -60,8 +61,10 @@ class Jobs(MethodView):
         if "callbackURL" in query and not body.get("callback_url"):
             body["callback_url"] = query["callbackURL"]
         key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key is not None and not 1 <= len(key) <= 255:
-            raise InvalidField("headers", IDEMPOTENCY_HEADER, "must be 1 to 255 characters")
+        if key is not None and (not 1 <= len(key) <= 255 or "\x00" in key):
+            raise InvalidField(
+                "headers", IDEMPOTENCY_HEADER, "must be 1 to 255 characters, without NUL"
+            )
         submission = service.submit_job(
             db(), current_tenant(), body, settings(), utcnow(), idempotency_key=key
         )

@@ -10,7 +10,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from app.db import enqueue_after_commit
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
 from app.services.callbacks import (
     disable_callback,
@@ -56,6 +56,10 @@ def retry_delivery(
 ) -> Delivery:
     """Send again now: one more attempt if it had ended; a pending one skips its wait."""
     delivery = get_delivery(session, tenant, delivery_id)
+    if delivery.status == DeliveryStatus.CANCELLED:
+        # Its callback was deleted (callback_id is now NULL): sending again would POST to a URL
+        # the tenant removed, signed with the tenant's own secret instead of the callback's.
+        raise Conflict("This delivery was cancelled when its callback was deleted.")
     if delivery.callback_id is not None:
         get_callback(session, tenant, delivery.callback_id)
     if delivery.status != DeliveryStatus.PENDING:
