@@ -114,11 +114,24 @@ def _celery(argv: list[str]) -> None:
     multiple=True,
     help="Queues to consume; default: all three.",
 )
+@click.option(
+    "--supervise/--no-supervise",
+    default=True,
+    show_default=True,
+    help="Run the worker as a child process and start it again if it dies.",
+)
 @click.pass_context
-def worker(ctx: click.Context, queue: tuple[str, ...]) -> None:
+def worker(ctx: click.Context, queue: tuple[str, ...], supervise: bool) -> None:
     """Run a Celery worker; extra options go to ``celery worker``."""
+    load_settings()  # fail fast, before any process is started, on a bad setting
     queues = ",".join(queue or ("jobs", "deliveries", "maintenance"))
-    _celery(["worker", "-Q", queues, *ctx.args])
+    argv = ["worker", "-Q", queues, *ctx.args]
+    if not supervise:
+        _celery(argv)
+        return
+    from workers.supervisor import supervise as run_supervised
+
+    sys.exit(run_supervised([sys.executable, "-m", "celery", "-A", "workers.main", *argv]))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -89,7 +89,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         broker_transport_options={"visibility_timeout": 3600},
         # On a lost broker connection, stop late-ack tasks: their messages are redelivered and the
         # Postgres lease keeps the redelivery from running alongside.
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         # A failed publish after commit is not fatal (the sweep re-enqueues), so do not block the
         # request for long retrying it.

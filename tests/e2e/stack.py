@@ -38,6 +38,8 @@ class Stack:
 
     def commands(self) -> dict[str, list[str]]:
         celery = [str(BIN / "celery"), "-A", "workers.main"]
+        # Workers run as in the Procfile: under `boomerang worker`, which restarts a dead worker.
+        worker = [str(BIN / "boomerang"), "worker"]
         return {
             "web": [
                 str(BIN / "gunicorn"),
@@ -46,8 +48,7 @@ class Stack:
                 "app:create_app()",
             ],
             "jobs": [
-                *celery,
-                "worker",
+                *worker,
                 "-Q",
                 "jobs",
                 "-n",
@@ -58,10 +59,11 @@ class Stack:
                 "INFO",
             ],
             "deliveries": [
-                *celery,
-                "worker",
+                *worker,
                 "-Q",
-                "deliveries,maintenance",
+                "deliveries",
+                "-Q",
+                "maintenance",
                 "-n",
                 f"deliveries-{self.web_port}@%h",
                 "--pool",
@@ -89,10 +91,14 @@ class Stack:
             "BOOMERANG_WEB_WORKERS": "2",
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         }
+        self._log_offsets = {}
         for name, command in self.commands().items():
             if names and name not in names:
                 continue
-            with open(self.log_dir / f"{name}.log", "ab") as log:
+            path = self.log_dir / f"{name}.log"
+            # Readiness is read from what this start writes, not from an earlier run's lines.
+            self._log_offsets[name] = path.stat().st_size if path.exists() else 0
+            with open(path, "ab") as log:
                 self.processes[name] = subprocess.Popen(
                     command,
                     cwd=REPO,
@@ -117,7 +123,7 @@ class Stack:
                             pending.discard(name)
                     except requests.RequestException:
                         pass
-                elif name == "beat" or " ready." in self.log(name):
+                elif name == "beat" or " ready." in self.log(name)[self._log_offsets[name] :]:
                     pending.discard(name)
             time.sleep(0.2)
         if pending:
@@ -161,4 +167,63 @@ class Stack:
     def flush_redis(self) -> None:
         client = redis.Redis.from_url(self.env["REDIS_URL"])
         client.flushdb()
+        client.close()
+
+
+class RedisServer:
+    """A private redis-server on a free port, so a test can flush or restart it without touching
+    anyone else's queues."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        with open(self.log_dir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.log_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=0.5).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again: with persistence off, every queued message is gone."""
+        self.stop()
+        self.start()
+
+    def flushall(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        client.flushall()
         client.close()
