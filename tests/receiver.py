@@ -16,6 +16,11 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    status: int = 0  # what the receiver answered
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.status < 300
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -23,18 +28,22 @@ class Received:
 
 @dataclass
 class Behaviour:
-    """How to answer one path. ``statuses`` are used in turn, the last one repeating."""
+    """How to answer one path. ``statuses`` are used in turn, the last one repeating; with
+    ``per_message`` the turn is counted per ``webhook-id`` rather than per path. ``delays`` work
+    the same way, for receivers that hang on some attempts."""
 
     statuses: list[int] = field(default_factory=lambda: [200])
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b'{"ok":true}'
     delay_seconds: float = 0.0
+    per_message: bool = False
+    delays: list[float] = field(default_factory=list)
 
 
 class Receiver:
     """A ThreadingHTTPServer on a free loopback port, run in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Received] = []
         self.behaviours: dict[str, Behaviour] = {}
         self._calls: dict[str, int] = {}
@@ -47,9 +56,9 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                behaviour, status = receiver._record(self.path, dict(self.headers), body)
-                if behaviour.delay_seconds:
-                    time.sleep(behaviour.delay_seconds)
+                behaviour, status, delay = receiver._record(self.path, dict(self.headers), body)
+                if delay:
+                    time.sleep(delay)
                 try:
                     self.send_response(status)
                     for name, value in behaviour.headers.items():
@@ -64,18 +73,30 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.handler = Handler
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
-    def _record(self, path: str, headers: dict[str, str], body: bytes) -> tuple[Behaviour, int]:
+    def _record(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[Behaviour, int, float]:
         with self._lock:
-            self.requests.append(Received(path, headers, body, time.time()))
             behaviour = self.behaviours.get(path.split("?")[0], Behaviour())
-            count = self._calls.get(path, 0)
-            self._calls[path] = count + 1
+            key = path
+            if behaviour.per_message:
+                key = f"{path} {headers.get('webhook-id') or headers.get('Webhook-Id')}"
+            count = self._calls.get(key, 0)
+            self._calls[key] = count + 1
+            status = behaviour.statuses[min(count, len(behaviour.statuses) - 1)]
+            self.requests.append(Received(path, headers, body, time.time(), status))
             self._lock.notify_all()
-        return behaviour, behaviour.statuses[min(count, len(behaviour.statuses) - 1)]
+        delay = behaviour.delay_seconds
+        if behaviour.delays:
+            delay = behaviour.delays[min(count, len(behaviour.delays) - 1)]
+        return behaviour, status, delay
 
     @property
     def base_url(self) -> str:
@@ -91,6 +112,8 @@ class Receiver:
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         delay_seconds: float = 0.0,
+        per_message: bool = False,
+        delays: list[float] | None = None,
     ) -> None:
         """Set how ``path`` answers from now on."""
         self.behaviours[path] = Behaviour(
@@ -98,6 +121,8 @@ class Receiver:
             headers or {},
             body if body is not None else b'{"ok":true}',
             delay_seconds,
+            per_message,
+            delays or [],
         )
 
     def received(self, path: str | None = None) -> list[Received]:
@@ -126,3 +151,18 @@ class Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def go_down(self) -> None:
+        """Stop listening: senders get connection refused until ``come_back``."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def come_back(self) -> None:
+        """Listen again on the same port, keeping everything recorded so far."""
+        port = self.server.server_address[1]
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self.handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
