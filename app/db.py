@@ -111,6 +111,8 @@ def ensure_database(settings: Settings) -> bool:
     """Create the configured database if it does not exist; True when it was created."""
     url = make_url(settings.database_url).set(drivername="postgresql+psycopg2")
     name = url.database
+    if not name:
+        raise ValueError("DATABASE_URL names no database")
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:

@@ -71,7 +71,8 @@ class Jobs(MethodView):
         db().commit()
         status = 202 if submission.created else 200
         job = submission.job
-        job.redirect_link = redirect_link(job)  # type: ignore[attr-defined] -- answer-only field
+        # An answer-only field, read by JobAcceptedSchema; never stored.
+        job.redirect_link = redirect_link(job)  # type: ignore[attr-defined]
         return job, status, {"Location": job_location(job.id)}
 
     @blp.arguments(JobListQuerySchema, location="query")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import Session
 
 from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobStatus, Message
 from config.settings import Settings
+
+
+def _rowcount(result: Result[Any]) -> int:
+    # DML results are CursorResults, which carry the number of rows affected.
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _has_pending_delivery(message_id_column):
@@ -24,9 +31,9 @@ def prune_batch(session: Session, now: datetime, settings: Settings) -> dict[str
     old_attempts = (
         select(DeliveryAttempt.id).where(DeliveryAttempt.attempted_at < cutoff).limit(batch)
     )
-    attempts = session.execute(
-        delete(DeliveryAttempt).where(DeliveryAttempt.id.in_(old_attempts))
-    ).rowcount
+    attempts = _rowcount(
+        session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.id.in_(old_attempts)))
+    )
     # A job goes with its messages, deliveries and attempts (ON DELETE CASCADE), unless one of
     # its deliveries is still waiting to be sent.
     old_jobs = (
@@ -38,7 +45,7 @@ def prune_batch(session: Session, now: datetime, settings: Settings) -> dict[str
         )
         .limit(batch)
     )
-    jobs = session.execute(delete(Job).where(Job.id.in_(old_jobs))).rowcount
+    jobs = _rowcount(session.execute(delete(Job).where(Job.id.in_(old_jobs))))
     # Events not raised by a job: tests and operational events.
     old_messages = (
         select(Message.id)
@@ -49,7 +56,7 @@ def prune_batch(session: Session, now: datetime, settings: Settings) -> dict[str
         )
         .limit(batch)
     )
-    messages = session.execute(delete(Message).where(Message.id.in_(old_messages))).rowcount
+    messages = _rowcount(session.execute(delete(Message).where(Message.id.in_(old_messages))))
     # Idempotency keys outlive their window only as NULLs, so a key can be used again.
     expired_keys = (
         select(Job.id)
@@ -59,7 +66,7 @@ def prune_batch(session: Session, now: datetime, settings: Settings) -> dict[str
         )
         .limit(batch)
     )
-    keys = session.execute(
-        update(Job).where(Job.id.in_(expired_keys)).values(idempotency_key=None)
-    ).rowcount
+    keys = _rowcount(
+        session.execute(update(Job).where(Job.id.in_(expired_keys)).values(idempotency_key=None))
+    )
     return {"attempts": attempts, "jobs": jobs, "messages": messages, "idempotency_keys": keys}
