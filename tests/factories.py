@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.models import Callback, Job, JobStatus, Tenant
+from app.models import Callback, Delivery, Job, JobStatus, Tenant
+from app.services import events
 from app.services.events import DEFAULT_EVENT_TYPES
 from app.services.tenants import create_tenant
 from app.signing import new_signing_secret
@@ -53,3 +55,23 @@ def make_job(
     session.add(job)
     session.flush()
     return job
+
+
+def make_delivery(
+    session: Session,
+    callback: Callback,
+    now: datetime | None = None,
+    job_id: uuid.UUID | None = None,
+    event_type: str = "job.succeeded",
+) -> Delivery:
+    """A pending delivery of a new event to ``callback``, made as the outbox makes them."""
+    (delivery,) = events.publish(
+        session,
+        tenant_id=callback.tenant_id,
+        event_type=event_type,
+        data={},
+        now=now or datetime.now(UTC),
+        job_id=job_id,
+        callbacks=[callback],
+    )
+    return delivery

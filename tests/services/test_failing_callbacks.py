@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.models import Callback, Delivery, DeliveryStatus, Message
 from app.services import events
 from app.services.callbacks import note_attempt_outcome
-from tests.factories import make_callback
+from tests.factories import make_callback, make_delivery
 
 
 def reload_callback(db_session, callback_id) -> Callback:
@@ -107,14 +107,7 @@ def test_recover_resends_failed_deliveries_since_a_time(
     now = datetime.now(UTC)
     deliveries = []
     for age_hours in (1, 5, 30):
-        (delivery,) = events.publish(
-            db_session,
-            tenant_id=owner.id,
-            event_type="job.succeeded",
-            data={},
-            now=now,
-            callbacks=[callback],
-        )
+        delivery = make_delivery(db_session, callback, now)
         delivery.status = DeliveryStatus.FAILED
         delivery.created_at = now - timedelta(hours=age_hours)
         deliveries.append(delivery)

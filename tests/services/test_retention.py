@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from app.models import DeliveryAttempt, DeliveryStatus, Job, JobStatus
-from app.services import events
 from app.services.retention import prune_batch
-from tests.factories import make_callback, make_job
+from tests.factories import make_callback, make_delivery, make_job
 
 
 def old_job_with_delivery(db_session, owner, callback, finished_at, delivery_status):
@@ -18,15 +17,7 @@ def old_job_with_delivery(db_session, owner, callback, finished_at, delivery_sta
         finished_at=finished_at,
         created_at=finished_at,
     )
-    (delivery,) = events.publish(
-        db_session,
-        tenant_id=owner.id,
-        event_type="job.succeeded",
-        data={},
-        now=finished_at,
-        job_id=job.id,
-        callbacks=[callback],
-    )
+    delivery = make_delivery(db_session, callback, finished_at, job_id=job.id)
     delivery.status = delivery_status
     db_session.add(
         DeliveryAttempt(

@@ -5,23 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from app.models import DeliveryStatus, JobStatus
-from app.services import events
 from app.services.deliveries import due_delivery_ids
 from app.services.jobs import due_job_ids
-from tests.factories import make_callback, make_job
+from tests.factories import make_callback, make_delivery, make_job
 
 
 def publish_one(db_session, owner, url, now):
-    callback = make_callback(db_session, owner, url)
-    (delivery,) = events.publish(
-        db_session,
-        tenant_id=owner.id,
-        event_type="job.succeeded",
-        data={},
-        now=now,
-        callbacks=[callback],
-    )
-    return delivery
+    return make_delivery(db_session, make_callback(db_session, owner, url), now)
 
 
 def test_a_freshly_enqueued_delivery_is_left_alone(db_session, settings, tenant):
