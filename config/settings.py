@@ -8,7 +8,9 @@ back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,29 @@ def _parse_schedule(raw: str) -> tuple[int, ...]:
     if any(value < 0 for value in values):
         raise ValueError("delays cannot be negative")
     return values
+
+
+def _parse_non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return value
+
+
+def _parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
+
+
+def _parse_rate_limit(raw: str) -> str:
+    if not re.fullmatch(r"\s*\d+\s*(/|per)\s*(second|minute|hour|day)s?\s*", raw):
+        raise ValueError("expected e.g. '1200 per minute' or '20/second'")
+    return raw.strip()
+
+
+def _parse_basic_auth(raw: str) -> str:
+    if raw and (":" not in raw or raw.startswith(":") or raw.endswith(":")):
+        raise ValueError("expected user:password")
+    return raw
 
 
 def _parse_names(raw: str) -> tuple[str, ...]:
@@ -270,6 +295,70 @@ SETTINGS: tuple[Setting, ...] = (
         "rows",
         "Rows deleted per statement while pruning, so no lock is held for long.",
     ),
+    Setting(
+        "BOOMERANG_HTTPS_ONLY",
+        "https_only",
+        "false",
+        _parse_bool,
+        "boolean",
+        "Accept and call only https callback URLs.",
+    ),
+    Setting(
+        "BOOMERANG_ALLOWED_NETWORKS",
+        "allowed_networks",
+        "",
+        _parse_networks,
+        "CIDRs, comma-separated",
+        "Networks callbacks may reach although they are not public (e.g. `10.1.0.0/16`).",
+    ),
+    Setting(
+        "BOOMERANG_TOTAL_TIMEOUT_SECONDS",
+        "total_timeout_seconds",
+        "30",
+        _parse_positive_float,
+        "seconds",
+        "Longest a delivery attempt may take in all, however slowly the receiver trickles bytes.",
+    ),
+    Setting(
+        "BOOMERANG_MAX_PAYLOAD_BYTES",
+        "max_payload_bytes",
+        "1048576",
+        _parse_positive_int,
+        "bytes",
+        "Largest body we POST; a larger event fails its delivery with a clear error.",
+    ),
+    Setting(
+        "BOOMERANG_MAX_CALLBACK_HEADERS",
+        "max_callback_headers",
+        "10",
+        _parse_non_negative_int,
+        "headers",
+        "Most custom headers a callback may add to its deliveries.",
+    ),
+    Setting(
+        "BOOMERANG_RATE_LIMIT",
+        "rate_limit",
+        "1200 per minute",
+        _parse_rate_limit,
+        "requests per period",
+        "Per-tenant API rate limit, shared across processes and hosts through Redis.",
+    ),
+    Setting(
+        "BOOMERANG_FLOWER_BASIC_AUTH",
+        "flower_basic_auth",
+        "",
+        _parse_basic_auth,
+        "user:password",
+        "Flower's login. Empty: a random password is made and printed once at start.",
+    ),
+    Setting(
+        "BOOMERANG_FLOWER_ADDRESS",
+        "flower_address",
+        "127.0.0.1",
+        lambda raw: str(ipaddress.ip_address(raw)),
+        "IP address",
+        "Where Flower listens; loopback unless you put it behind your own proxy.",
+    ),
 )
 
 _KNOWN = {setting.env for setting in SETTINGS}
@@ -311,6 +400,14 @@ class Settings:
     retention_days: int
     prune_interval_seconds: float
     prune_batch_size: int
+    https_only: bool
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    total_timeout_seconds: float
+    max_payload_bytes: int
+    max_callback_headers: int
+    rate_limit: str
+    flower_basic_auth: str = dataclasses.field(repr=False)
+    flower_address: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -338,11 +435,10 @@ class Settings:
 
     def check(self) -> None:
         """Cross-field rules that no single variable can express."""
-        longest_call = self.connect_timeout_seconds + self.read_timeout_seconds
-        if self.delivery_lease_seconds <= longest_call:
+        if self.delivery_lease_seconds <= self.total_timeout_seconds:
             raise SettingsError(
-                "BOOMERANG_DELIVERY_LEASE_SECONDS must exceed the connect plus read timeout "
-                f"({longest_call:g} s), or a slow attempt could be sent twice at once"
+                "BOOMERANG_DELIVERY_LEASE_SECONDS must exceed BOOMERANG_TOTAL_TIMEOUT_SECONDS "
+                f"({self.total_timeout_seconds:g} s), or a slow attempt could be sent twice at once"
             )
 
     def replace(self, **changes: Any) -> Settings:

@@ -39,6 +39,7 @@ def make_settings(database: str, redis_db: int, **env: str) -> Settings:
         "BOOMERANG_CONNECT_TIMEOUT_SECONDS": "1",
         "BOOMERANG_READ_TIMEOUT_SECONDS": "1",
         "BOOMERANG_DELIVERY_LEASE_SECONDS": "10",
+        "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "3",
         "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
         "BOOMERANG_REQUEUE_AFTER_SECONDS": "5",
     }

@@ -41,7 +41,7 @@ def test_it_refuses_an_unknown_boomerang_variable():
 def test_it_refuses_a_lease_shorter_than_one_attempt():
     with pytest.raises(SettingsError, match="BOOMERANG_DELIVERY_LEASE_SECONDS"):
         Settings.from_env(
-            {"BOOMERANG_DELIVERY_LEASE_SECONDS": "10", "BOOMERANG_READ_TIMEOUT_SECONDS": "15"}
+            {"BOOMERANG_DELIVERY_LEASE_SECONDS": "10", "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "15"}
         )
 
 
