@@ -83,6 +83,8 @@ def classify(
             jitter=settings.retry_jitter,
             retry_after_seconds=retry_after,
         )
+    if result.error_kind == "too_large":
+        next_at = None  # the same bytes would be refused again
     if result.status == 410 and claimed.callback_id is not None:
         # 410 Gone: the receiver says the endpoint is retired. Stop calling it at all.
         disable_reason = "receiver answered 410 Gone"
