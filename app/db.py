@@ -62,6 +62,8 @@ def set_task_sender(session: Session, sender: TaskSender | None) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _send_pending_tasks(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released; the real commit is still to come
     calls = session.info.pop(_PENDING, [])
     sender = session.info.get(_SENDER)
     if calls and sender is not None:
@@ -70,6 +72,8 @@ def _send_pending_tasks(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _drop_pending_tasks(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # only a savepoint rolled back; what was registered before it still stands
     session.info.pop(_PENDING, None)
 
 

@@ -21,6 +21,8 @@ from workers.jobs import load_job_modules
 
 PG_ROOT = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_ROOT = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# Lets two test runs share one Postgres server without dropping each other's databases.
+DATABASE_PREFIX = os.environ.get("TEST_DATABASE_PREFIX", "boomerang")
 
 
 def worker_number(worker_id: str) -> int:
@@ -42,6 +44,9 @@ def make_settings(database: str, redis_db: int, **env: str) -> Settings:
         "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "3",
         "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
         "BOOMERANG_REQUEUE_AFTER_SECONDS": "5",
+        # Tests share one client address and make many requests; the rate-limit tests set their
+        # own tiny limit.
+        "BOOMERANG_RATE_LIMIT": "100000 per minute",
     }
     base.update(env)
     return Settings.from_env(base)
@@ -66,7 +71,7 @@ def recreate_database(settings: Settings) -> None:
 @pytest.fixture(scope="session")
 def settings(worker_id: str) -> Settings:
     number = worker_number(worker_id)
-    settings = make_settings(f"boomerang_test_{number}", redis_db=number + 1)
+    settings = make_settings(f"{DATABASE_PREFIX}_test_{number}", redis_db=number + 1)
     recreate_database(settings)
     load_job_modules(settings.job_modules)
     return settings

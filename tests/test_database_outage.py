@@ -82,3 +82,19 @@ def test_a_step_after_an_irreversible_action_waits_for_the_database():
 def test_it_gives_up_when_the_outage_outlasts_the_deadline():
     with pytest.raises(OperationalError):
         commit_with_retry(FlakySession(), outage(100), 0.1, sleep=lambda _s: None)
+
+
+def test_tasks_registered_before_a_savepoint_wait_for_the_real_commit(db_session, sent_tasks):
+    from app.db import enqueue_after_commit
+
+    enqueue_after_commit(db_session, "boomerang.deliver", "x", queue="deliveries")
+    with db_session.begin_nested():
+        pass
+    assert sent_tasks == []
+    try:
+        with db_session.begin_nested():
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    db_session.commit()
+    assert [call.args for call in sent_tasks] == [("x",)]

@@ -6,14 +6,16 @@ a database connection or row lock for the length of its timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.db import commit_with_retry
+from app.db import commit_with_retry, is_connection_error
 from app.services.deliveries import (
     AttemptRecord,
     ClaimedDelivery,
@@ -45,6 +47,17 @@ def build_headers(claimed: ClaimedDelivery, now: datetime) -> dict[str, str]:
     }
 
 
+def header(headers: dict[str, str] | None, name: str) -> str | None:
+    """A response header by name, whatever case the receiver (or an HTTP/2 proxy) used."""
+    wanted = name.lower()
+    return next((value for key, value in (headers or {}).items() if key.lower() == wanted), None)
+
+
+def _storable(text: str | None) -> str | None:
+    # Postgres text and JSONB cannot hold NUL; a receiver must not be able to break the log.
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
 def is_success(status: int | None, success_status: int | None) -> bool:
     """2xx, or exactly the callback's ``success_status`` when it set one."""
     if status is None:
@@ -69,10 +82,10 @@ def classify(
     if not succeeded and result.status is not None:
         error = f"receiver answered {result.status}"
         if 300 <= result.status < 400:
-            location = (result.headers or {}).get("Location")
+            location = header(result.headers, "Location")
             error = f"redirect to {location!r} not followed" if location else error
         if result.status in (429, 503):
-            retry_after = parse_retry_after((result.headers or {}).get("Retry-After"), attempted_at)
+            retry_after = parse_retry_after(header(result.headers, "Retry-After"), attempted_at)
     failed_attempts = claimed.attempt_count + 1
     next_at = None
     if not succeeded:
@@ -92,16 +105,21 @@ def classify(
     logged_headers = {
         k: ("<redacted>" if k.lower() in REDACTED_HEADERS else v) for k, v in headers.items()
     }
+    response_headers = None
+    if result.headers is not None:
+        response_headers = {
+            _storable(key) or "": _storable(value) or "" for key, value in result.headers.items()
+        }
     return AttemptRecord(
         attempted_at=attempted_at,
         request_headers=logged_headers,
         response_status=result.status,
-        response_headers=result.headers,
-        response_body=result.body,
+        response_headers=response_headers,
+        response_body=_storable(result.body),
         response_body_truncated=result.body_truncated,
         duration_ms=result.duration_ms,
         succeeded=succeeded,
-        error=None if succeeded else error,
+        error=None if succeeded else _storable(error),
         next_attempt_at=next_at,
         disable_callback_reason=disable_reason,
     )
@@ -121,17 +139,40 @@ def deliver(
         return None
     attempted_at = clock()
     headers = build_headers(claimed, attempted_at)
-    result = client.post(claimed.url, claimed.body.encode(), headers)
+    try:
+        result = client.post(claimed.url, claimed.body.encode(), headers)
+    except Exception as exc:
+        # Whatever goes wrong on our side must end as a logged, retried attempt: an exception
+        # here would leave the lease to expire and the same POST to repeat without a record.
+        log.exception("delivery %s: the attempt failed inside the client", claimed.id)
+        result = HttpResult(
+            None, None, None, False, 0, f"internal error: {type(exc).__name__}", "connection"
+        )
     record = classify(claimed, headers, result, attempted_at, settings)
-    # The POST happened; sending it again because Postgres blinked would be a duplicate. Keep
-    # trying to record it for as long as the lease keeps other workers away.
-    commit_with_retry(
-        session,
-        lambda: record_attempt(session, claimed, record, settings),
-        give_up_after_seconds=max(
-            settings.delivery_lease_seconds - (clock() - attempted_at).total_seconds() - 1, 0
-        ),
-    )
+
+    def store(attempt: AttemptRecord) -> None:
+        # The POST happened; sending it again because Postgres blinked would be a duplicate. Keep
+        # trying to record it for as long as the lease keeps other workers away.
+        left = settings.delivery_lease_seconds - (clock() - attempted_at).total_seconds() - 1
+        commit_with_retry(
+            session,
+            lambda: record_attempt(session, claimed, attempt, settings),
+            give_up_after_seconds=max(left, 0),
+        )
+
+    try:
+        store(record)
+    except DBAPIError as exc:
+        if is_connection_error(exc):
+            raise
+        log.exception("delivery %s: the answer could not be stored; storing without it", claimed.id)
+        record = dataclasses.replace(
+            record,
+            response_headers=None,
+            response_body=None,
+            error=f"the receiver's answer could not be stored ({type(exc.orig).__name__})",
+        )
+        store(record)
     log.info(
         "delivery %s to %s: %s", claimed.id, claimed.url, "ok" if record.succeeded else record.error
     )

@@ -12,6 +12,7 @@ live in one place:
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import socket
 import threading
@@ -210,7 +211,7 @@ class OutboundClient:
             return HttpResult(
                 status=response.status_code,
                 headers=dict(response.headers),
-                body=content.decode(response.encoding or "utf-8", errors="replace"),
+                body=content.decode(_codec(response.encoding), errors="replace"),
                 body_truncated=truncated,
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
@@ -229,6 +230,14 @@ class OutboundClient:
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
+
+
+def _codec(name: str | None) -> str:
+    # The charset comes from the receiver; one Python does not know must not fail the attempt.
+    try:
+        return codecs.lookup(name or "utf-8").name
+    except LookupError:
+        return "utf-8"
 
 
 def _is_timeout(exc: Exception) -> bool:

@@ -24,6 +24,13 @@ class LeaseLost(Exception):
     """Another worker took the job over; this run must stop without recording anything."""
 
 
+def check_storable(result: Any) -> None:
+    """Fail here, readably, on a result Postgres' JSONB would refuse later."""
+    text = json.dumps(result, allow_nan=False)  # ValueError for NaN and Infinity
+    if "\\u0000" in text:
+        raise ValueError("the result contains a NUL character, which cannot be stored")
+
+
 def execute_job(
     session: Session, settings: Settings, job_id: uuid.UUID, clock: Callable[[], datetime] = utcnow
 ) -> bool | None:
@@ -34,7 +41,14 @@ def execute_job(
         return None
 
     def report(progress: dict[str, Any]) -> None:
-        if not record_progress(session, claimed, progress, clock(), settings):
+        if isinstance(progress.get("message"), str):
+            progress["message"] = progress["message"].replace("\x00", "\ufffd")
+        try:
+            still_ours = record_progress(session, claimed, progress, clock(), settings)
+        except Exception:
+            session.rollback()  # leave the session usable for finish_job
+            raise
+        if not still_ours:
             session.rollback()
             raise LeaseLost
         session.commit()
@@ -46,13 +60,13 @@ def execute_job(
         if job_type is None:
             raise LookupError(f"no job type {claimed.type!r} is registered on this worker")
         result = job_type.function(dict(claimed.input), JobContext(str(claimed.id), report))
-        json.dumps(result)  # fail here, readably, rather than in the database driver
+        check_storable(result)
     except LeaseLost:
         log.warning("job %s: lease lost, leaving it to the worker that took over", claimed.id)
         return None
     except Exception as exc:
         log.info("job %s failed: %s", claimed.id, exc)
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
         result = None
     # The work is done; keep trying to record it rather than run it again after an outage.
     finished = commit_with_retry(

@@ -27,7 +27,8 @@ def readyz():
     """Postgres and Redis both answer."""
     checks = {"postgres": _check_postgres(), "redis": _check_redis()}
     ready = all(value == "ok" for value in checks.values())
-    return {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    return (body, 200) if ready else (body, 503, {"Retry-After": "5"})
 
 
 def _check_postgres() -> str:

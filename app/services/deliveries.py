@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.db import enqueue_after_commit
 from app.errors import Conflict, NotFound
-from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
+from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Job, Message, Tenant
 from app.services.callbacks import (
     disable_callback,
     get_callback,
@@ -51,15 +51,27 @@ def list_job_deliveries(session: Session, tenant: Tenant, job_id: uuid.UUID) -> 
     )
 
 
+def _callback_was_deleted(session: Session, delivery: Delivery) -> bool:
+    # Deleting a callback leaves callback_id NULL on its deliveries, like an ad-hoc URL has. An
+    # ad-hoc delivery is one to the URL its job was submitted with.
+    if delivery.callback_id is not None:
+        return False
+    job_id = delivery.message.job_id
+    callback_url = (
+        session.scalar(select(Job.callback_url).where(Job.id == job_id)) if job_id else None
+    )
+    return callback_url != delivery.url
+
+
 def retry_delivery(
     session: Session, tenant: Tenant, delivery_id: uuid.UUID, now: datetime, settings: Settings
 ) -> Delivery:
     """Send again now: one more attempt if it had ended; a pending one skips its wait."""
     delivery = get_delivery(session, tenant, delivery_id)
-    if delivery.status == DeliveryStatus.CANCELLED:
-        # Its callback was deleted (callback_id is now NULL): sending again would POST to a URL
-        # the tenant removed, signed with the tenant's own secret instead of the callback's.
-        raise Conflict("This delivery was cancelled when its callback was deleted.")
+    if delivery.status == DeliveryStatus.CANCELLED or _callback_was_deleted(session, delivery):
+        # Sending again would POST to a URL the tenant removed, signed with the tenant's own
+        # secret instead of the callback's.
+        raise Conflict("This delivery's callback was deleted; it cannot be sent again.")
     if delivery.callback_id is not None:
         get_callback(session, tenant, delivery.callback_id)
     if delivery.status != DeliveryStatus.PENDING:
@@ -202,12 +214,13 @@ def record_attempt(
     else:
         values.update(next_attempt_at=record.next_attempt_at)
     # The lease check keeps a worker that overran its lease from undoing a newer attempt's result.
-    session.execute(
+    still_ours = session.execute(
         update(Delivery)
         .where(Delivery.id == claimed.id, Delivery.lease_id == claimed.lease_id)
         .values(**values)
-    )
-    if claimed.callback_id is not None:
+        .returning(Delivery.id)
+    ).scalar_one_or_none()
+    if still_ours is not None and claimed.callback_id is not None:
         if record.disable_callback_reason:
             disable_callback(
                 session, claimed.callback_id, record.disable_callback_reason, record.attempted_at

@@ -249,7 +249,11 @@ def record_progress(
     settings: Settings,
 ) -> bool:
     """Store progress, extend the lease and raise ``job.progress``; False if the lease is lost."""
-    job = session.scalar(select(Job).where(Job.id == claimed.id, Job.lease_id == claimed.lease_id))
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == claimed.id, Job.lease_id == claimed.lease_id)
+        .with_for_update()  # so a takeover cannot land between this read and the write
+    )
     if job is None or job.status != JobStatus.RUNNING:
         return False
     job.progress = progress

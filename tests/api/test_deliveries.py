@@ -303,3 +303,19 @@ def test_unknown_ids_are_not_found(client, auth, method, path):
     response = client.open(path.format(id=uuid.uuid4()), method=method.upper(), headers=auth)
     assert response.status_code == 404
     assert response.get_json()["status"] == "Not Found"
+
+
+def test_a_finished_delivery_of_a_deleted_callback_cannot_be_retried(
+    client, auth, db_session, tenant
+):
+    from app.models import DeliveryStatus
+    from tests.factories import make_callback, make_delivery
+
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:1/gone")
+    delivery = make_delivery(db_session, callback)
+    delivery.status = DeliveryStatus.SUCCEEDED
+    db_session.flush()
+    assert client.delete(f"/v1/callbacks/{callback.id}", headers=auth).status_code == 204
+    response = client.post(f"/v1/deliveries/{delivery.id}/retry", headers=auth)
+    assert response.status_code == 409
+    assert response.get_json()["code"] == 409

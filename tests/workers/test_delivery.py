@@ -285,3 +285,81 @@ def test_a_disabled_callback_fails_its_pending_delivery_without_sending(
     assert deliver(db_session, http, settings, delivery.id) is None
     assert reload(db_session, delivery.id).status == DeliveryStatus.FAILED
     assert receiver.received() == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected_status"),
+    [
+        ({"headers": {"Content-Type": "text/plain; charset=bogus"}, "body": b"caf\xe9"}, 200),
+        ({"body": b"nul \x00 inside"}, 200),
+        ({"headers": {"X-Odd": "a\x00b"}}, 200),
+    ],
+    ids=["unknown charset", "NUL in body", "NUL in header"],
+)
+def test_whatever_the_receiver_answers_the_attempt_is_recorded(
+    db_session, settings, owner, receiver, http, answer, expected_status
+):
+    receiver.answer("/odd", 200, **answer)
+    callback = make_callback(db_session, owner, receiver.url("/odd"))
+    delivery = publish(db_session, owner, callback)
+    assert deliver(db_session, http, settings, delivery.id) is True
+    (attempt,) = reload(db_session, delivery.id).attempts
+    assert attempt.response_status == expected_status
+    assert "\x00" not in (attempt.response_body or "")
+
+
+def test_an_odd_retry_after_falls_back_to_the_schedule(db_session, settings, owner, receiver, http):
+    receiver.answer("/odd", 429, headers={"Retry-After": "\u00b2"})
+    callback = make_callback(db_session, owner, receiver.url("/odd"))
+    delivery = publish(db_session, owner, callback)
+    assert deliver(db_session, http, settings, delivery.id) is False
+    waiting = reload(db_session, delivery.id)
+    assert waiting.status == DeliveryStatus.PENDING
+    assert waiting.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=2)
+
+
+def test_retry_after_is_read_whatever_its_case(db_session, settings, owner, receiver, http):
+    receiver.answer("/lower", 503, headers={"retry-after": "90"})
+    callback = make_callback(db_session, owner, receiver.url("/lower"))
+    delivery = publish(db_session, owner, callback)
+    before = datetime.now(UTC)
+    deliver(db_session, http, settings, delivery.id)
+    assert reload(db_session, delivery.id).next_attempt_at >= before + timedelta(seconds=89)
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_total_timeout(db_session, settings, owner, http):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        while not stop.is_set():  # one byte well inside the read timeout, forever
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(settings.read_timeout_seconds / 3)
+        conn.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        callback = make_callback(db_session, owner, f"http://127.0.0.1:{server.getsockname()[1]}/")
+        delivery = publish(db_session, owner, callback)
+        started = time.monotonic()
+        assert deliver(db_session, http, settings, delivery.id) is False
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        server.close()
+    (attempt,) = reload(db_session, delivery.id).attempts
+    assert "BOOMERANG_TOTAL_TIMEOUT_SECONDS" in attempt.error
+    assert settings.total_timeout_seconds <= elapsed < settings.total_timeout_seconds + 2

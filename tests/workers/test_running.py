@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from app.models import Delivery, Job, JobStatus, Message
 from tests.factories import make_callback, make_job
+from workers.jobs import load_job_modules
 from workers.running import execute_job
 
 
@@ -161,3 +162,14 @@ def test_an_unknown_job_type_on_the_worker_fails_the_job_readably(db_session, se
 def test_a_finished_job_is_not_run_again(db_session, settings, tenant):
     job = make_job(db_session, tenant[0], "echo", status=JobStatus.SUCCEEDED, attempts=1)
     assert execute_job(db_session, settings, job.id) is None
+
+
+def test_a_result_postgres_cannot_store_fails_the_job_readably(db_session, settings, tenant):
+    load_job_modules(["tests.custom_jobs"])
+    nan = make_job(db_session, tenant[0], "unstorable", {"kind": "nan"})
+    nul = make_job(db_session, tenant[0], "unstorable", {"kind": "nul"})
+    assert execute_job(db_session, settings, nan.id) is False
+    assert execute_job(db_session, settings, nul.id) is False
+    db_session.expire_all()
+    assert "Out of range float values" in db_session.get(Job, nan.id).error
+    assert "NUL" in db_session.get(Job, nul.id).error
