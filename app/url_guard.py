@@ -46,6 +46,10 @@ def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
 
 def is_public_unicast(ip: IPAddress) -> bool:
     """Globally routable unicast, and so is any IPv4 address it embeds."""
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in network for network in _NAT64):
+        # NAT64 lies inside ::/8, which Python calls reserved; what it reaches is the IPv4 part.
+        nat64_target = embedded_ipv4(ip)
+        return nat64_target is not None and is_public_unicast(nat64_target)
     if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
