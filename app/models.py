@@ -103,6 +103,10 @@ class Callback(Base):
     description: Mapped[str | None] = mapped_column(Text)
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False)
     success_status: Mapped[int | None] = mapped_column(Integer)
+    # Extra request headers the tenant wants on every delivery (checked when set).
+    headers: Mapped[dict[str, str]] = mapped_column(
+        JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")
+    )
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     # The current run of failed attempts; cleared by any success. Drives automatic disabling.

@@ -72,6 +72,11 @@ class CallbackCreateSchema(InputSchema):
     )
     description = fields.String(validate=validate.Length(max=1000), allow_none=True)
     success_status = fields.Integer(validate=validate.Range(min=100, max=599), allow_none=True)
+    headers = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=100)),
+        values=fields.String(validate=validate.Length(max=1000)),
+        metadata={"description": "Extra headers sent with every delivery."},
+    )
 
 
 class CallbackUpdateSchema(CallbackCreateSchema):
@@ -85,6 +90,7 @@ class CallbackSchema(Schema):
     event_types = fields.List(fields.String())
     description = fields.String(allow_none=True)
     success_status = fields.Integer(allow_none=True)
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
     enabled = fields.Boolean()
     disabled_reason = fields.String(allow_none=True)
     created_at = fields.DateTime()

@@ -9,6 +9,7 @@ An address may be called when it is public unicast -- and so is any IPv4 address
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from urllib.parse import urlsplit
@@ -23,6 +24,23 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 # What a hostname made only of digits, dots and hex looks like: glibc's inet_aton reads such a
 # name as an IPv4 address (2130706433, 0177.0.0.1, 0x7f.1, 127.1), so we must too.
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*)){0,3}$", re.IGNORECASE)
+
+
+log = logging.getLogger("boomerang.security")
+
+
+def announce_network_policy(settings: Settings) -> None:
+    """Say loudly, at start-up, when callbacks may reach private networks."""
+    if settings.allow_private_networks:
+        log.warning(
+            "BOOMERANG_ALLOW_PRIVATE_NETWORKS is ON: callbacks may reach loopback, private and "
+            "cloud-metadata addresses. Use it for development and tests only."
+        )
+    elif settings.allowed_networks:
+        log.warning(
+            "callbacks may reach these non-public networks (BOOMERANG_ALLOWED_NETWORKS): %s",
+            ", ".join(str(network) for network in settings.allowed_networks),
+        )
 
 
 class BlockedUrl(ValueError):

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import TaskCall, make_engine, make_session_factory
+from app.url_guard import announce_network_policy
 from config.settings import Settings
 from workers.http import OutboundClient
 from workers.jobs import load_job_modules
@@ -112,6 +113,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_send_sent_event=True,
     )
     load_job_modules(settings.job_modules)
+    announce_network_policy(settings)
     engine = make_engine(settings)
     app.boomerang = WorkerContext(  # type: ignore[attr-defined]
         settings=settings,

@@ -40,6 +40,7 @@ def utcnow() -> datetime:
 def build_headers(claimed: ClaimedDelivery, now: datetime) -> dict[str, str]:
     """Standard Webhooks headers for one attempt; the timestamp is the attempt's own."""
     return {
+        **claimed.headers,  # the tenant's own; checked at registration never to clash with ours
         "content-type": "application/json",
         "webhook-id": claimed.webhook_id,
         "webhook-timestamp": str(int(now.timestamp())),

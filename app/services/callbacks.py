@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,46 @@ def _checked_url(url: str, settings: Settings, field: str = "url") -> str:
     return url
 
 
+# Headers a tenant may not set: hop-by-hop ones, the ones that frame the request, and ours.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "expect",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _checked_headers(headers: dict[str, str], settings: Settings) -> dict[str, str]:
+    if len(headers) > settings.max_callback_headers:
+        raise InvalidField(
+            "json", "headers", f"at most {settings.max_callback_headers} custom headers"
+        )
+    for name, value in headers.items():
+        lowered = name.lower()
+        if not _HEADER_NAME.match(name):
+            raise InvalidField("json", "headers", f"{name!r} is not a valid header name")
+        if lowered in FORBIDDEN_HEADERS or lowered.startswith("webhook-"):
+            raise InvalidField("json", "headers", f"{name!r} cannot be set on a callback")
+        if any(ch in value for ch in "\r\n\x00"):
+            raise InvalidField("json", "headers", f"the value of {name!r} has a line break")
+    if len({name.lower() for name in headers}) != len(headers):
+        raise InvalidField("json", "headers", "a header is named twice")
+    return dict(headers)
+
+
 def create_callback(
     session: Session, tenant: Tenant, fields: dict[str, Any], settings: Settings
 ) -> Callback:
@@ -37,6 +78,7 @@ def create_callback(
         event_types=list(fields.get("event_types") or events.DEFAULT_EVENT_TYPES),
         description=fields.get("description"),
         success_status=fields.get("success_status"),
+        headers=_checked_headers(fields.get("headers") or {}, settings),
         enabled=True,
         secret=new_signing_secret(),
     )
@@ -77,6 +119,8 @@ def update_callback(
         callback.url = _checked_url(fields["url"], settings)
     if "event_types" in fields:
         callback.event_types = list(fields["event_types"])
+    if "headers" in fields:
+        callback.headers = _checked_headers(fields["headers"] or {}, settings)
     for name in ("description", "success_status"):
         if name in fields:
             setattr(callback, name, fields[name])

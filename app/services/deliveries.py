@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -101,6 +101,7 @@ class ClaimedDelivery:
     callback_id: uuid.UUID | None
     success_status: int | None
     attempt_count: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def claim_delivery(
@@ -157,6 +158,7 @@ def claim_delivery(
         callback_id=delivery.callback_id,
         success_status=callback.success_status if callback is not None else None,
         attempt_count=delivery.attempt_count,
+        headers=dict(callback.headers) if callback is not None else {},
     )
 
 

@@ -222,3 +222,11 @@ def test_a_body_over_the_payload_cap_is_not_sent(settings, receiver):
     result = OutboundClient(small).post(receiver.url("/hook"), b"x" * 101, {})
     assert result.error_kind == "too_large"
     assert receiver.received() == []
+
+
+def test_allowing_private_networks_is_announced_loudly_at_start(settings, caplog):
+    from app.url_guard import announce_network_policy
+
+    with caplog.at_level("WARNING", logger="boomerang.security"):
+        announce_network_policy(settings)
+    assert "BOOMERANG_ALLOW_PRIVATE_NETWORKS is ON" in caplog.text
