@@ -26,6 +26,7 @@ CALLBACK_KEYS = {
     "event_types",
     "description",
     "success_status",
+    "headers",
     "enabled",
     "disabled_reason",
     "created_at",
