@@ -5,12 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from config.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from app.models import ApiKey
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 
@@ -60,7 +69,11 @@ def up(procfile: Path) -> None:
     click.echo(f"API      http://127.0.0.1:{web_port}/v1")
     click.echo(f"Docs     http://127.0.0.1:{web_port}/docs")
     click.echo(f"OpenAPI  http://127.0.0.1:{web_port}/openapi.json")
-    click.echo(f"Flower   http://127.0.0.1:{flower_port}/")
+    flower_host = settings.flower_address
+    if ":" in flower_host:  # an IPv6 address goes in brackets in a URL
+        flower_host = f"[{flower_host}]"
+    flower_login = "" if settings.flower_basic_auth else " (login: the 'flower login' line below)"
+    click.echo(f"Flower   http://{flower_host}:{flower_port}/{flower_login}")
     manager = Manager()
     for name, command in processes.items():
         if name != "release":
@@ -98,6 +111,121 @@ def tenant_create(name: str) -> None:
             )
         )
     engine.dispose()
+
+
+@contextlib.contextmanager
+def _session() -> Iterator[Session]:
+    """A session on the configured database, its engine disposed afterwards."""
+    from app.db import make_engine, make_session_factory
+
+    engine = make_engine(load_settings())
+    try:
+        with make_session_factory(engine, sender=None)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a {what} id") from None
+
+
+def _key_line(key: ApiKey) -> str:
+    return json.dumps(
+        {
+            "key_id": str(key.id),
+            "tenant_id": str(key.tenant_id),
+            "prefix": key.prefix,
+            "created_at": key.created_at.isoformat(),
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        }
+    )
+
+
+@tenant.command("delete")
+@click.argument("tenant_id")
+def tenant_delete(tenant_id: str) -> None:
+    """Delete a tenant and all its data: keys, callbacks, jobs, messages, deliveries, attempts.
+
+    It cannot be undone. Prints how many rows of each kind were deleted as one JSON line.
+    """
+    from app.errors import NotFound
+    from app.services.tenants import delete_tenant
+
+    with _session() as session:
+        try:
+            counts = delete_tenant(session, _uuid(tenant_id, "tenant"))
+        except NotFound as exc:
+            raise click.ClickException(exc.message) from None
+        session.commit()
+    click.echo(json.dumps({"tenant_id": tenant_id, "deleted": counts}))
+
+
+@main.group()
+def key() -> None:
+    """Manage tenants' API keys."""
+
+
+@key.command("create")
+@click.argument("tenant_id")
+def key_create(tenant_id: str) -> None:
+    """Add an API key to a tenant; print it (shown this once) as one JSON line."""
+    from app.errors import NotFound
+    from app.services.tenants import get_tenant, issue_api_key
+
+    with _session() as session:
+        try:
+            owner = get_tenant(session, _uuid(tenant_id, "tenant"))
+        except NotFound as exc:
+            raise click.ClickException(exc.message) from None
+        new = issue_api_key(session, owner)
+        session.commit()
+        click.echo(
+            json.dumps(
+                {"tenant_id": str(owner.id), "key_id": str(new.key.id), "api_key": new.api_key}
+            )
+        )
+
+
+@key.command("list")
+@click.argument("tenant_id")
+def key_list(tenant_id: str) -> None:
+    """List a tenant's API keys, revoked ones included, one JSON line each (no secrets)."""
+    from app.errors import NotFound
+    from app.services.tenants import get_tenant, list_api_keys
+
+    with _session() as session:
+        try:
+            owner = get_tenant(session, _uuid(tenant_id, "tenant"))
+        except NotFound as exc:
+            raise click.ClickException(exc.message) from None
+        for api_key in list_api_keys(session, owner):
+            click.echo(_key_line(api_key))
+
+
+@key.command("revoke")
+@click.argument("prefix_or_id")
+def key_revoke(prefix_or_id: str) -> None:
+    """Revoke a key by its prefix (bmr_...) or id; it is refused from the next request on.
+
+    Unlike the API, this revokes a tenant's last active key too: an operator may lock a
+    tenant out on purpose.
+    """
+    from app.errors import NotFound
+    from app.services.tenants import find_api_key, revoke_api_key
+    from workers.delivery import utcnow
+
+    with _session() as session:
+        try:
+            found = find_api_key(session, prefix_or_id)
+        except NotFound as exc:
+            raise click.ClickException(exc.message) from None
+        revoked = revoke_api_key(session, found.tenant, found.id, utcnow(), keep_one=False)
+        session.commit()
+        click.echo(_key_line(revoked))
 
 
 def _celery(argv: list[str]) -> None:
@@ -139,6 +267,33 @@ def worker(ctx: click.Context, queue: tuple[str, ...], supervise: bool) -> None:
 def beat(ctx: click.Context) -> None:
     """Run Celery beat, which drives the recovery and retry sweep."""
     _celery(["beat", *ctx.args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def flower(ctx: click.Context) -> None:
+    """Run Flower, the Celery monitor, behind a login; extra options go to ``celery flower``.
+
+    It listens on BOOMERANG_FLOWER_ADDRESS (loopback by default) and BOOMERANG_FLOWER_PORT
+    (5555). Without BOOMERANG_FLOWER_BASIC_AUTH a random password is made and printed once, to
+    stderr, and nowhere else. Flower runs in this process, so the password never shows up in the
+    process list as a command-line argument would.
+    """
+    settings = load_settings()
+    port = os.environ.get("BOOMERANG_FLOWER_PORT", "5555")
+    basic_auth = settings.flower_basic_auth
+    if not basic_auth:
+        basic_auth = f"admin:{secrets.token_urlsafe(24)}"
+        click.echo(f"flower login: {basic_auth}", err=True)
+    _celery(
+        [
+            "flower",
+            f"--address={settings.flower_address}",
+            f"--port={port}",
+            f"--basic-auth={basic_auth}",
+            *ctx.args,
+        ]
+    )
 
 
 @main.command()

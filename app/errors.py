@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from flask import Flask, Response
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +66,27 @@ def error_body(code: int, message: str | None = None, errors: Any = None) -> dic
     return body
 
 
+def error_response(
+    code: int, message: str | None = None, errors: Any = None, headers: Any = None
+) -> Response:
+    """A JSON response in the one error shape, for handlers outside this module too."""
+    from flask import jsonify
+
+    response = jsonify(error_body(code, message, errors))
+    response.status_code = code
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     """Route ApiError, HTTP exceptions and anything unexpected through ``error_body``."""
-    from flask import jsonify
     from sqlalchemy.exc import DBAPIError
     from werkzeug.exceptions import HTTPException
 
-    def respond(code: int, message: str | None, errors: Any = None, headers: Any = None):
-        response = jsonify(error_body(code, message, errors))
-        response.status_code = code
-        for name, value in (headers or {}).items():
-            response.headers[name] = value
-        return response
-
     @app.errorhandler(ApiError)
     def handle_api_error(exc: ApiError):
-        return respond(exc.code, exc.message, exc.errors, exc.headers)
+        return error_response(exc.code, exc.message, exc.errors, exc.headers)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):
@@ -94,23 +99,23 @@ def register_error_handlers(app: Flask) -> None:
         headers = dict(data.get("headers") or {})
         if code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-        return respond(code, message, messages, headers)
+        return error_response(code, message, messages, headers)
 
     @app.errorhandler(DBAPIError)
     def handle_database_error(exc: DBAPIError):
         if exc.connection_invalidated or isinstance(exc.orig, _operational_errors()):
             log.warning("database unavailable: %s", type(exc.orig).__name__)
-            return respond(
+            return error_response(
                 503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
             )
         log.exception("database error")
-        return respond(500, "Internal server error.")
+        return error_response(500, "Internal server error.")
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         # Never leak exception text or a trace: it may hold SQL, secrets or paths.
         log.exception("unhandled error")
-        return respond(500, "Internal server error.")
+        return error_response(500, "Internal server error.")
 
 
 def _operational_errors() -> tuple[type[BaseException], ...]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from flask_smorest import Api
 
-from app import web
-from app.api import callbacks, deliveries, health, jobs, redirects
+from app import ratelimit, security_headers, web
+from app.api import Api, callbacks, deliveries, health, jobs, keys, redirects
 from app.db import make_engine, make_session_factory
 from app.errors import register_error_handlers
 from config.settings import Settings
@@ -51,10 +50,12 @@ def build_app(
         engine = make_engine(settings)
         session_factory = make_session_factory(engine, task_sender(celery))
     web.init_app(app, web.WebContext(settings, engine, session_factory, celery))
+    ratelimit.init_app(app, settings)
+    security_headers.init_app(app)
 
     api = Api(app)
     api.spec.components.security_scheme(API_KEY_SCHEME, {"type": "http", "scheme": "bearer"})
-    for module in (callbacks, jobs, deliveries, health, redirects):
+    for module in (callbacks, jobs, deliveries, health, redirects, keys):
         api.register_blueprint(module.blp)
     register_error_handlers(app)
     return app

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
@@ -65,6 +65,21 @@ class InputSchema(Schema):
         return data
 
 
+class ErrorSchema(Schema):
+    """The one error shape, documented for every error response in the OpenAPI document."""
+
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
+    status = fields.String(required=True, metadata={"description": "The status's phrase."})
+    message = fields.String(required=True, metadata={"description": "What went wrong."})
+    # A location maps field names to messages, or holds messages about itself ("json": ["Invalid
+    # JSON body."]), so its value is left open.
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        metadata={"description": "Input errors by location (json, query, headers)."},
+    )
+
+
 class CallbackCreateSchema(InputSchema):
     url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
     event_types = fields.List(
@@ -103,8 +118,23 @@ class CallbackWithSecretSchema(CallbackSchema):
     secret = fields.String()
 
 
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 date-time, naive ones read as UTC, handed on in UTC. Postgres refuses offsets
+    beyond 15:59 that Python accepts (``-16:49`` was a 500), and a UTC value cannot carry one."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(default_timezone=UTC, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last UTC year
+            raise ValidationError("is out of the supported date range") from None
+
+
 class CallbackRecoverQuerySchema(InputSchema):
-    since = fields.AwareDateTime(required=True, default_timezone=UTC)
+    since = UtcDateTime(required=True)
 
 
 class CallbackRecoveredSchema(Schema):
@@ -195,3 +225,33 @@ class DeliverySchema(Schema):
 
 class DeliveryListSchema(Schema):
     data = fields.List(fields.Nested(DeliverySchema))
+
+
+class CallbackSecretSchema(Schema):
+    """The callback's signing secret; the previous one only while its rotation grace runs."""
+
+    secret = fields.String()
+    previous_secret = fields.String()
+    previous_secret_expires_at = fields.DateTime()
+
+
+class ApiKeySchema(Schema):
+    """An API key as listed: never its secret, nor the secret's hash."""
+
+    id = fields.UUID()
+    prefix = fields.String()
+    created_at = fields.DateTime()
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+class ApiKeyCreatedSchema(Schema):
+    """Only on creation: the one time the whole key is shown."""
+
+    id = fields.UUID()
+    prefix = fields.String()
+    api_key = fields.String()
+    created_at = fields.DateTime()
+
+
+class ApiKeyListSchema(Schema):
+    data = fields.List(fields.Nested(ApiKeySchema))

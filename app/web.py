@@ -81,7 +81,37 @@ def current_tenant() -> Tenant:
     return g.tenant
 
 
+class UnsupportedMediaType(ApiError):
+    code = 415
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def is_json_mimetype(mimetype: str) -> bool:
+    """``application/json`` or a structured ``+json`` type (``application/merge-patch+json``)."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def require_json_body() -> None:
+    """Refuse a body that is not declared as JSON with a 415. Without this, webargs would ignore
+    such a body and answer as if none had been sent (a 422, or a success with defaults)."""
+    has_body = (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+    if request.method in BODY_METHODS and has_body and not is_json_mimetype(request.mimetype):
+        sent = request.mimetype or "no Content-Type"
+        raise UnsupportedMediaType(
+            f"Send the body as 'Content-Type: application/json' (got {sent})."
+        )
+
+
 def require_tenant() -> None:
     """A blueprint's ``before_request``: authenticate before the body is parsed, so a caller
-    without a valid key gets a 401 and never a validation error."""
+    without a valid key gets a 401 and never a validation error; then refuse a body that is not
+    JSON. Every /v1 blueprint registers this, so every /v1 route gets both."""
     current_tenant()
+    require_json_body()

@@ -9,6 +9,8 @@ import flask
 import flask_smorest
 from webargs.flaskparser import FlaskParser
 
+from app.schemas import ErrorSchema
+
 
 class ArgumentsParser(FlaskParser):
     """webargs' Flask parser, with every undecodable JSON body answered as a 400."""
@@ -25,7 +27,78 @@ class ArgumentsParser(FlaskParser):
             self._handle_invalid_json_error(exc, req)  # type: ignore[arg-type]
 
 
+API_PREFIX = "/v1"
+BODY_METHODS = frozenset({"post", "put", "patch"})
+
+
+def error_response_doc(
+    description: str, headers: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """An OpenAPI response in the one error shape, with the headers it carries."""
+    doc: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": ErrorSchema}},
+    }
+    if headers:
+        doc["headers"] = headers
+    return doc
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest's Api, documenting the one error shape for its own error responses too
+    (``default``, and the 422 of ``arguments``)."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
 class Blueprint(flask_smorest.Blueprint):
     """The blueprint every resource uses, so all of them parse requests the same way."""
 
     ARGUMENTS_PARSER = ArgumentsParser()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if (self.url_prefix or "").startswith(API_PREFIX):
+            # flask-smorest builds each operation's document through these callbacks.
+            self._prepare_doc_cbks.append(self._prepare_api_errors_doc)
+
+    @staticmethod
+    def _prepare_api_errors_doc(
+        doc: dict[str, Any], doc_info: dict[str, Any], *, method: str, **_kwargs: Any
+    ) -> dict[str, Any]:
+        """Document the errors every /v1 operation may answer. They come from hooks shared by all
+        views (authentication, the rate limit, the body checks), so they are documented here once;
+        a view documents only the errors of its own (404, 409) with ``alt_response``."""
+        responses = doc.setdefault("responses", {})
+        responses.setdefault(
+            401,
+            error_response_doc(
+                "No valid API key was sent.",
+                {
+                    "WWW-Authenticate": {
+                        "description": "The scheme to authenticate with: Bearer.",
+                        "schema": {"type": "string"},
+                    }
+                },
+            ),
+        )
+        responses.setdefault(
+            429,
+            error_response_doc(
+                "The tenant's rate limit is used up.",
+                {
+                    "Retry-After": {
+                        "description": "Seconds until requests are accepted again.",
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                },
+            ),
+        )
+        if method in BODY_METHODS:
+            responses.setdefault(413, error_response_doc("The body is over the size limit."))
+            responses.setdefault(
+                415, error_response_doc("A body was sent that is not application/json.")
+            )
+        if "requestBody" in doc:
+            responses.setdefault(400, error_response_doc("The body is not valid JSON."))
+        return doc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from app.api import Blueprint
-from app.schemas import DeliveryListSchema, DeliverySchema
+from app.schemas import DeliveryListSchema, DeliverySchema, ErrorSchema
 from app.services import deliveries as service
 from app.services.jobs import get_job
 from app.web import current_tenant, db, require_tenant, settings
@@ -19,9 +19,12 @@ blp = Blueprint(
 )
 blp.before_request(require_tenant)
 
+NO_SUCH_DELIVERY = "You have no delivery with this id."
+
 
 @blp.route("/jobs/<uuid:job_id>/deliveries")
 @blp.response(200, DeliveryListSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="You have no job with this id.")
 def list_job_deliveries(job_id: uuid.UUID):
     """Every delivery of the job's events, with attempts."""
     tenant = current_tenant()
@@ -31,6 +34,7 @@ def list_job_deliveries(job_id: uuid.UUID):
 
 @blp.route("/deliveries/<uuid:delivery_id>")
 @blp.response(200, DeliverySchema)
+@blp.alt_response(404, schema=ErrorSchema, description=NO_SUCH_DELIVERY)
 def get_delivery(delivery_id: uuid.UUID):
     """One delivery with its attempts."""
     return service.get_delivery(db(), current_tenant(), delivery_id)
@@ -38,6 +42,10 @@ def get_delivery(delivery_id: uuid.UUID):
 
 @blp.route("/deliveries/<uuid:delivery_id>/retry", methods=["POST"])
 @blp.response(202, DeliverySchema)
+@blp.alt_response(404, schema=ErrorSchema, description=NO_SUCH_DELIVERY)
+@blp.alt_response(
+    409, schema=ErrorSchema, description="The delivery was cancelled with its callback."
+)
 def retry_delivery(delivery_id: uuid.UUID):
     """Send this delivery again now."""
     delivery = service.retry_delivery(db(), current_tenant(), delivery_id, utcnow(), settings())

@@ -11,6 +11,7 @@ from app.api import Blueprint
 from app.errors import InvalidField
 from app.models import Job
 from app.schemas import (
+    ErrorSchema,
     JobAcceptedSchema,
     JobCreateQuerySchema,
     JobCreateSchema,
@@ -50,6 +51,11 @@ class Jobs(MethodView):
         200,
         schema=JobAcceptedSchema,
         description="A repeat of an earlier request with the same Idempotency-Key.",
+    )
+    @blp.alt_response(
+        409,
+        schema=ErrorSchema,
+        description="The Idempotency-Key was used before with a different body.",
     )
     def post(self, query, body):
         """Start a job. The result is POSTed to ``callback_url`` (or ``?callbackURL=``) and to every
@@ -92,6 +98,7 @@ class Jobs(MethodView):
 
 @blp.route("/<uuid:job_id>")
 @blp.response(200, JobSchema)
+@blp.alt_response(404, schema=ErrorSchema, description="You have no job with this id.")
 def get_job(job_id: uuid.UUID):
     """One job: the polling fallback."""
     return service.get_job(db(), current_tenant(), job_id)

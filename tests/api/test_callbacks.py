@@ -496,7 +496,26 @@ def test_recover_sends_failed_deliveries_again(client, auth, db_session, owner, 
     assert [(t.name, t.args) for t in sent_tasks] == [("boomerang.deliver", (str(failed.id),))]
 
 
-@pytest.mark.parametrize("query", [{}, {"since": "yesterday"}])
+@pytest.mark.parametrize(
+    "since",
+    ["2037-02-11T01:00:39-16:49", "2020-01-01T00:00:00+23:59", "2020-01-01T00:00:00"],
+)
+def test_recover_takes_any_offset_python_reads_although_postgres_refuses_some(
+    client, auth, db_session, owner, since
+):
+    # Found by the fuzz test: Postgres refuses offsets past 15:59, which was a 500.
+    callback = make_callback(db_session, owner, URL)
+    response = client.post(
+        f"/v1/callbacks/{callback.id}/recover", query_string={"since": since}, headers=auth
+    )
+    assert response.status_code == 202
+    assert response.get_json() == {"recovered": 0}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{}, {"since": "yesterday"}, {"since": "9999-12-31T23:00:00-05:00"}],
+)
 def test_recover_needs_a_valid_since(client, auth, db_session, owner, query):
     callback = make_callback(db_session, owner, URL)
     response = client.post(f"/v1/callbacks/{callback.id}/recover", query_string=query, headers=auth)

@@ -59,3 +59,38 @@ def test_the_docs_page_is_swagger_ui_over_the_document(client):
     page = response.get_data(as_text=True)
     assert "swagger-ui" in page
     assert "openapi.json" in page
+
+
+def test_every_api_operation_documents_its_errors_in_the_one_shape(client):
+    spec = client.get("/openapi.json").get_json()
+    error = spec["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"code", "status", "message"}
+    assert set(error["properties"]) == {"code", "status", "message", "errors"}
+
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            expected = {"401", "429"}
+            if method in {"post", "put", "patch"}:
+                expected |= {"413", "415"}
+            if "requestBody" in operation:
+                expected |= {"400", "422"}
+            assert expected <= set(responses), (method, path, sorted(responses))
+            for code in expected - {"422"}:
+                schema = responses[code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, code)
+            assert "Retry-After" in responses["429"]["headers"]
+            assert "WWW-Authenticate" in responses["401"]["headers"]
+
+
+def test_views_document_the_errors_of_their_own(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+
+    assert "404" in paths["/v1/callbacks/{callback_id}"]["get"]["responses"]
+    assert "404" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
+    assert "409" in paths["/v1/jobs"]["post"]["responses"]
+    assert {"404", "409"} <= set(paths["/v1/deliveries/{delivery_id}/retry"]["post"]["responses"])

@@ -33,6 +33,9 @@ FAULT_ENV = {
     "BOOMERANG_JOB_LEASE_SECONDS": "5",
     "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
     "BOOMERANG_REQUEUE_AFTER_SECONDS": "3",
+    # Bursts of hundreds of submits (and their retries) from one tenant measure faults, not the
+    # rate limit.
+    "BOOMERANG_RATE_LIMIT": "100000 per minute",
 }
 
 
