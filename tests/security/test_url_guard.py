@@ -121,18 +121,44 @@ def test_an_ad_hoc_callback_url_is_checked_too(app, client, auth, strict):
     assert "callback_url" in response.get_json()["errors"]["json"]
 
 
+# The forms that reach this machine's loopback if the guard let them through: the delivery-time
+# tests below then prove it did not, against a real receiver, without ever sending a packet
+# anywhere else. Every other form is refused by the same connect-time resolver, tested apart.
+LOOPBACK_FORMS = [
+    "loopback",
+    "localhost name",
+    "localhost trailing dot",
+    "loopback trailing dot",
+    "decimal",
+    "octal",
+    "hex",
+    "hex whole",
+    "short",
+    "userinfo",
+    "userinfo with password",
+    "IDNA fullwidth digits",
+    "loopback v6",
+    "IPv4-mapped loopback",
+]
+
+
 @pytest.mark.parametrize(
-    "url",
-    [
-        u
-        for name, u in BLOCKED_URLS.items()
-        if "{port}" in u
-        and "v6" not in name
-        and "6to4" not in name
-        and "NAT64" not in name
-        and "IPv4-" not in name
-    ],
+    # userinfo forms are refused for their '@' before any host is looked at
+    "name",
+    [name for name in BLOCKED_URLS if not name.startswith("userinfo")],
 )
+def test_the_connect_time_resolver_refuses_every_blocked_form(name, strict):
+    from urllib.parse import urlsplit
+
+    from app.url_guard import normalise_host, resolve_host
+
+    url = BLOCKED_URLS[name].format(port=8080)
+    host = normalise_host(urlsplit(url).hostname or "")
+    with pytest.raises(BlockedUrl):
+        resolve_host(host, 8080, strict)
+
+
+@pytest.mark.parametrize("url", [BLOCKED_URLS[name] for name in LOOPBACK_FORMS], ids=LOOPBACK_FORMS)
 def test_delivery_time_refuses_every_blocked_form_and_sends_nothing(
     url, db_session, strict, tenant, receiver
 ):
