@@ -187,20 +187,6 @@ def record_attempt(
     session: Session, claimed: ClaimedDelivery, record: AttemptRecord, settings: Settings
 ) -> None:
     """Log the attempt and move the delivery on, if this worker still holds its lease."""
-    session.add(
-        DeliveryAttempt(
-            delivery_id=claimed.id,
-            attempted_at=record.attempted_at,
-            request_headers=record.request_headers,
-            response_status=record.response_status,
-            response_headers=record.response_headers,
-            response_body=record.response_body,
-            response_body_truncated=record.response_body_truncated,
-            duration_ms=record.duration_ms,
-            succeeded=record.succeeded,
-            error=record.error,
-        )
-    )
     values: dict[str, object] = {
         "attempt_count": Delivery.attempt_count + 1,
         "last_attempt_at": record.attempted_at,
@@ -222,6 +208,26 @@ def record_attempt(
         .values(**values)
         .returning(Delivery.id)
     ).scalar_one_or_none()
+    if (
+        still_ours is None
+        and session.scalar(select(Delivery.id).where(Delivery.id == claimed.id)) is None
+    ):
+        return  # deleted with its tenant while we were sending: nothing left to log against
+    # The attempt happened, so it is logged even when another worker holds the delivery now.
+    session.add(
+        DeliveryAttempt(
+            delivery_id=claimed.id,
+            attempted_at=record.attempted_at,
+            request_headers=record.request_headers,
+            response_status=record.response_status,
+            response_headers=record.response_headers,
+            response_body=record.response_body,
+            response_body_truncated=record.response_body_truncated,
+            duration_ms=record.duration_ms,
+            succeeded=record.succeeded,
+            error=record.error,
+        )
+    )
     if still_ours is not None and claimed.callback_id is not None:
         if record.disable_callback_reason:
             disable_callback(
