@@ -19,7 +19,7 @@ from config.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from app.models import ApiKey
+    from app.models import ApiKey, Tenant
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 
@@ -164,6 +164,17 @@ def tenant_delete(tenant_id: str) -> None:
     click.echo(json.dumps({"tenant_id": tenant_id, "deleted": counts}))
 
 
+def _existing_tenant(session: Session, tenant_id: str) -> Tenant:
+    """The tenant with this id, or a clean command-line error."""
+    from app.errors import NotFound
+    from app.services.tenants import get_tenant
+
+    try:
+        return get_tenant(session, _uuid(tenant_id, "tenant"))
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+
+
 @main.group()
 def key() -> None:
     """Manage tenants' API keys."""
@@ -173,14 +184,10 @@ def key() -> None:
 @click.argument("tenant_id")
 def key_create(tenant_id: str) -> None:
     """Add an API key to a tenant; print it (shown this once) as one JSON line."""
-    from app.errors import NotFound
-    from app.services.tenants import get_tenant, issue_api_key
+    from app.services.tenants import issue_api_key
 
     with _session() as session:
-        try:
-            owner = get_tenant(session, _uuid(tenant_id, "tenant"))
-        except NotFound as exc:
-            raise click.ClickException(exc.message) from None
+        owner = _existing_tenant(session, tenant_id)
         new = issue_api_key(session, owner)
         session.commit()
         click.echo(
@@ -194,14 +201,10 @@ def key_create(tenant_id: str) -> None:
 @click.argument("tenant_id")
 def key_list(tenant_id: str) -> None:
     """List a tenant's API keys, revoked ones included, one JSON line each (no secrets)."""
-    from app.errors import NotFound
-    from app.services.tenants import get_tenant, list_api_keys
+    from app.services.tenants import list_api_keys
 
     with _session() as session:
-        try:
-            owner = get_tenant(session, _uuid(tenant_id, "tenant"))
-        except NotFound as exc:
-            raise click.ClickException(exc.message) from None
+        owner = _existing_tenant(session, tenant_id)
         for api_key in list_api_keys(session, owner):
             click.echo(_key_line(api_key))
 
