@@ -1,0 +1,1 @@
+"""The naive reference: one Celery task per callback, requests.post, one INSERT per attempt."""

@@ -1,0 +1,90 @@
+"""`python -m bench --smoke` runs every scenario on the real stack, loses nothing and writes its
+figures. Speed is not asserted: only that each figure is there and is a positive number."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.stack import REPO
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(400)]
+
+SCENARIOS = ("throughput", "slow", "noisy", "ingest", "backlog")
+
+
+def positive(figures: dict, *names: str) -> None:
+    for name in names:
+        value = figures[name]
+        assert isinstance(value, int | float) and not isinstance(value, bool), (name, value)
+        assert value > 0, (name, value)
+
+
+def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--json",
+            str(out),
+            "--database",
+            "boomerang_bench_smoke",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=360,  # generous: a loaded 2-core machine; the run stops itself well before
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["problems"] == []
+    assert report["machine"]["nproc"] > 0 and report["machine"]["memory_gb"] > 0
+    scenarios = report["scenarios"]
+    assert set(scenarios) == set(SCENARIOS)
+    for figures in scenarios.values():
+        assert "error" not in figures, figures
+
+    ours = scenarios["throughput"]["boomerang"]
+    for figures in (
+        ours,
+        scenarios["throughput"]["raw_aiohttp"],
+        scenarios["throughput"]["naive_celery"],
+    ):
+        assert figures["lost"] == 0
+        assert figures["unique_ids"] == figures["deliveries"]
+        positive(figures, "per_second", "p50_ms", "p99_ms")
+    positive(ours, "x_raw", "x_naive")
+    # Every attempt is logged in Postgres, as in production.
+    assert ours["attempts_logged"] >= ours["unique_ids"]
+
+    slow = scenarios["slow"]
+    assert slow["lost"] == 0 and slow["unique_ids"] == slow["deliveries"]
+    positive(slow, "seconds_until_all_received", "per_second")
+
+    noisy = scenarios["noisy"]
+    assert noisy["lost"] == 0 and noisy["unique_ids"] == noisy["healthy_deliveries"]
+    positive(noisy, "healthy_per_second", "healthy_p50_ms", "healthy_p99_ms")
+
+    ingest = scenarios["ingest"]
+    for figures in (ingest["boomerang"], ingest["trivial_flask"]):
+        assert figures["errors"] == 0
+        positive(figures, "per_second", "p50_ms", "p99_ms")
+    assert ingest["boomerang"]["lost"] == 0
+    assert ingest["boomerang"]["unique_ids"] == ingest["boomerang"]["accepted"]
+
+    backlog = scenarios["backlog"]
+    positive(
+        backlog,
+        "delivery_worker_rss_mb_before",
+        "delivery_worker_rss_mb_after",
+        "sweep_nothing_due_ms",
+        "sweep_due_ms",
+    )
+    assert backlog["redis_deliveries_llen"] == 0  # the backlog waits in Postgres, not in Redis
+    assert backlog["due_lost"] == 0
