@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.db import enqueue_after_commit
 from app.errors import Conflict, NotFound
@@ -102,6 +102,8 @@ class ClaimedDelivery:
     success_status: int | None
     attempt_count: int
     headers: dict[str, str] = field(default_factory=dict)
+    # Whether the callback was in a failure streak when claimed: a success then has one to end.
+    callback_failing: bool = True
 
 
 def claim_delivery(
@@ -124,9 +126,10 @@ def claim_delivery(
     ).scalar_one_or_none()
     if claimed is None:
         return None
+    # One round trip for the delivery, its message and its callback: this runs per attempt.
     delivery = session.scalar(
         select(Delivery)
-        .options(selectinload(Delivery.message), selectinload(Delivery.callback))
+        .options(joinedload(Delivery.message), joinedload(Delivery.callback))
         .where(Delivery.id == delivery_id)
         .execution_options(populate_existing=True)
     )
@@ -159,6 +162,7 @@ def claim_delivery(
         success_status=callback.success_status if callback is not None else None,
         attempt_count=delivery.attempt_count,
         headers=dict(callback.headers) if callback is not None else {},
+        callback_failing=callback is not None and callback.consecutive_failures > 0,
     )
 
 
@@ -233,7 +237,7 @@ def record_attempt(
             disable_callback(
                 session, claimed.callback_id, record.disable_callback_reason, record.attempted_at
             )
-        else:
+        elif not record.succeeded or claimed.callback_failing:
             note_attempt_outcome(
                 session, claimed.callback_id, record.succeeded, record.attempted_at, settings
             )
