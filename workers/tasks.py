@@ -11,6 +11,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from app.services.deliveries import due_delivery_ids
 from app.services.jobs import due_job_ids
 from app.services.retention import prune_batch
+from workers.celery_app import DELIVERIES_QUEUE, JOBS_QUEUE
 from workers.delivery import deliver as deliver_once
 from workers.delivery import utcnow
 from workers.running import execute_job
@@ -44,14 +45,25 @@ def deliver(self, delivery_id: str) -> None:
         deliver_once(session, ctx.client, ctx.settings, uuid.UUID(delivery_id))
 
 
+def queue_is_empty(app, queue: str) -> bool:
+    """Whether the broker holds no waiting message for ``queue``; True when it cannot tell."""
+    try:
+        with app.connection_for_read() as connection:
+            return connection.default_channel.client.llen(queue) == 0
+    except Exception:
+        return True  # unknown: enqueue again; a lease stops a second send
+
+
 @shared_task(name="boomerang.sweep", bind=True)
 def sweep(self) -> dict[str, int]:
     """Enqueue due retries and anything whose message or worker was lost."""
     ctx = self.app.boomerang
+    requeue_deliveries = queue_is_empty(self.app, DELIVERIES_QUEUE)
+    requeue_jobs = queue_is_empty(self.app, JOBS_QUEUE)
     with ctx.session_factory() as session:
         now = utcnow()
-        deliveries = due_delivery_ids(session, now, ctx.settings)
-        jobs = due_job_ids(session, now, ctx.settings)
+        deliveries = due_delivery_ids(session, now, ctx.settings, requeue_deliveries)
+        jobs = due_job_ids(session, now, ctx.settings, requeue_jobs)
         session.commit()
     return {"deliveries": len(deliveries), "jobs": len(jobs)}
 

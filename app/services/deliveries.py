@@ -244,9 +244,18 @@ def record_attempt(
     session.flush()
 
 
-def due_delivery_ids(session: Session, now: datetime, settings: Settings) -> list[uuid.UUID]:
-    """Claim the right to enqueue due deliveries nobody holds or has recently enqueued."""
+def due_delivery_ids(
+    session: Session, now: datetime, settings: Settings, requeue_waiting: bool = True
+) -> list[uuid.UUID]:
+    """Claim the right to enqueue due deliveries nobody holds or has recently enqueued.
+
+    Enqueued again: retries that came due, deliveries whose worker's lease ran out, and -- only
+    when ``requeue_waiting`` (the caller saw the broker queue empty) -- ones enqueued more than
+    ``requeue_after_seconds`` ago, whose message was presumably lost. While a backlog is queued,
+    a long wait is just the queue, and enqueueing again would only lengthen it.
+    """
     stale = now - timedelta(seconds=settings.requeue_after_seconds)
+    waiting_too_long = [Delivery.enqueued_at < stale] if requeue_waiting else []
     ids = list(
         session.scalars(
             select(Delivery.id)
@@ -257,7 +266,8 @@ def due_delivery_ids(session: Session, now: datetime, settings: Settings) -> lis
                 or_(
                     Delivery.enqueued_at.is_(None),
                     Delivery.enqueued_at < Delivery.next_attempt_at,
-                    Delivery.enqueued_at < stale,
+                    Delivery.enqueued_at < Delivery.locked_until,
+                    *waiting_too_long,
                 ),
             )
             .order_by(Delivery.next_attempt_at)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, false, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -314,9 +314,13 @@ def _finish(
     )
 
 
-def due_job_ids(session: Session, now: datetime, settings: Settings) -> list[uuid.UUID]:
-    """Jobs to enqueue again: queued ones whose message may be lost, running ones past lease."""
+def due_job_ids(
+    session: Session, now: datetime, settings: Settings, requeue_waiting: bool = True
+) -> list[uuid.UUID]:
+    """Jobs to enqueue again: running ones past their lease and -- only when ``requeue_waiting``
+    (the broker queue was seen empty) -- queued ones whose message may be lost."""
     stale = now - timedelta(seconds=settings.requeue_after_seconds)
+    waiting_too_long = Job.enqueued_at < stale if requeue_waiting else false()
     ids = list(
         session.scalars(
             select(Job.id)
@@ -324,7 +328,7 @@ def due_job_ids(session: Session, now: datetime, settings: Settings) -> list[uui
                 or_(
                     and_(
                         Job.status == JobStatus.QUEUED,
-                        or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale),
+                        or_(Job.enqueued_at.is_(None), waiting_too_long),
                     ),
                     and_(
                         Job.status == JobStatus.RUNNING,
@@ -332,7 +336,7 @@ def due_job_ids(session: Session, now: datetime, settings: Settings) -> list[uui
                         or_(
                             Job.enqueued_at.is_(None),
                             Job.enqueued_at < Job.locked_until,
-                            Job.enqueued_at < stale,
+                            waiting_too_long,
                         ),
                     ),
                 )

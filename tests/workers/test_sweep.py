@@ -71,3 +71,49 @@ def test_a_running_job_past_its_lease_is_enqueued_again(db_session, settings, te
     )
     assert due_job_ids(db_session, now + timedelta(seconds=10), settings) == []
     assert due_job_ids(db_session, now + timedelta(seconds=31), settings) == [job.id]
+
+
+def test_while_a_backlog_is_queued_a_long_wait_is_not_taken_for_a_lost_message(
+    db_session, settings, tenant
+):
+    now = datetime.now(UTC)
+    publish_one(db_session, tenant[0], "http://127.0.0.1:1/a", now)
+    job = make_job(db_session, tenant[0], enqueued_at=now)
+    later = now + timedelta(seconds=settings.requeue_after_seconds + 1)
+    assert due_delivery_ids(db_session, later, settings, requeue_waiting=False) == []
+    assert due_job_ids(db_session, later, settings, requeue_waiting=False) == []
+    assert due_job_ids(db_session, later, settings, requeue_waiting=True) == [job.id]
+
+
+def test_a_delivery_whose_worker_died_is_enqueued_once_its_lease_runs_out(
+    db_session, settings, tenant
+):
+    now = datetime.now(UTC)
+    delivery = publish_one(db_session, tenant[0], "http://127.0.0.1:1/a", now)
+    delivery.locked_until = now + timedelta(seconds=10)  # claimed, then the worker vanished
+    db_session.flush()
+    assert due_delivery_ids(db_session, now + timedelta(seconds=5), settings, False) == []
+    after = now + timedelta(seconds=11)
+    assert due_delivery_ids(db_session, after, settings, requeue_waiting=False) == [delivery.id]
+    # Enqueued once; not again every sweep while nobody has claimed it yet.
+    assert due_delivery_ids(db_session, after + timedelta(seconds=1), settings, False) == []
+
+
+def test_the_sweep_reads_the_broker_queue_length(settings):
+    import redis
+
+    from workers.celery_app import create_celery
+    from workers.tasks import queue_is_empty
+
+    app = create_celery(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    queue = "sweep-test-queue"
+    try:
+        client.delete(queue)
+        assert queue_is_empty(app, queue) is True
+        client.rpush(queue, "message")
+        assert queue_is_empty(app, queue) is False
+    finally:
+        client.delete(queue)
+        client.close()
+        app.boomerang.engine.dispose()
