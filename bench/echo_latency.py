@@ -17,14 +17,10 @@ from pathlib import Path
 
 import requests
 
+from bench.common import percentile
 from tests.conftest import make_settings, recreate_database
 from tests.e2e.stack import Stack
 from tests.receiver import Receiver
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -100,6 +100,15 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else 0.0
 
 
+def speed(count: int, seconds: float, latencies: list[float]) -> dict[str, float]:
+    """The rate and the p50/p99 latency every scenario reports."""
+    return {
+        "per_second": rate(count, seconds),
+        "p50_ms": ms(percentile(latencies, 0.5)),
+        "p99_ms": ms(percentile(latencies, 0.99)),
+    }
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, sizes: Sizes, log_dir: Path) -> None:
         self.args = args
@@ -315,9 +324,7 @@ class Bench:
             "delivery_threads": self.args.delivery_concurrency,
             "publish_seconds": round(published, 1),
             "seconds": round(last - t0, 2),
-            "per_second": rate(len(first), last - t0),
-            "p50_ms": ms(percentile(latencies, 0.5)),
-            "p99_ms": ms(percentile(latencies, 0.99)),
+            **speed(len(first), last - t0, latencies),
             **tally,
             **self.attempts_logged(tenant_id, len(first), 30),
         }
@@ -389,9 +396,7 @@ class Bench:
             "deliveries": len(bodies),
             "connections": concurrency,
             "seconds": round(last - t0, 2),
-            "per_second": rate(len(first), last - t0),
-            "p50_ms": ms(percentile(latencies, 0.5)),
-            "p99_ms": ms(percentile(latencies, 0.99)),
+            **speed(len(first), last - t0, latencies),
             "latency_from": "request sent",
             "errors": errors,
             **tally,
@@ -456,9 +461,7 @@ class Bench:
                 "deliveries": len(bodies),
                 "prefork_processes": concurrency,
                 "seconds": round(last - t0, 2),
-                "per_second": rate(len(first), last - t0),
-                "p50_ms": ms(percentile(latencies, 0.5)),
-                "p99_ms": ms(percentile(latencies, 0.99)),
+                **speed(len(first), last - t0, latencies),
                 "latency_from": "task sent",
                 **tally,
                 "attempts_logged": logged,
@@ -500,9 +503,7 @@ class Bench:
             "seconds_until_all_received": round(last - t0, 2),
             # The last request can arrive no sooner than this with every thread busy.
             "ideal_seconds_at_thread_count": round(-(-m // threads) * 0.5 - 0.5, 2),
-            "per_second": rate(len(first), last - t0),
-            "p50_ms": ms(percentile(latencies, 0.5)),
-            "p99_ms": ms(percentile(latencies, 0.99)),
+            **speed(len(first), last - t0, latencies),
             **tally,
             **self.attempts_logged(tenant_id, len(first), 30),
         }
@@ -631,9 +632,7 @@ class Bench:
             "accepted": accepted,
             "errors": count - accepted,
             "seconds": round(elapsed, 2),
-            "per_second": rate(accepted, elapsed),
-            "p50_ms": ms(percentile(latencies, 0.5)),
-            "p99_ms": ms(percentile(latencies, 0.99)),
+            **speed(accepted, elapsed, latencies),
         }
 
     # -- 5. backlog ------------------------------------------------------------------------------
