@@ -51,8 +51,12 @@ def make_session_factory(bind: Any, sender: TaskSender | None) -> sessionmaker[S
 
 
 def enqueue_after_commit(session: Session, name: str, *args: Any, queue: str) -> None:
-    """Send task ``name`` with ``args`` once this session's transaction commits."""
-    session.info.setdefault(_PENDING, []).append(TaskCall(name, args, queue))
+    """Send task ``name`` with ``args`` once this session's transaction commits (once, however
+    many times the same call is registered)."""
+    pending = session.info.setdefault(_PENDING, [])
+    call = TaskCall(name, args, queue)
+    if call not in pending:
+        pending.append(call)
 
 
 def set_task_sender(session: Session, sender: TaskSender | None) -> None:

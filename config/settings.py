@@ -261,7 +261,31 @@ SETTINGS: tuple[Setting, ...] = (
         "500",
         _parse_positive_int,
         "rows",
-        "Most jobs and deliveries one sweep enqueues.",
+        "Most jobs one sweep enqueues.",
+    ),
+    Setting(
+        "BOOMERANG_DELIVERY_CONCURRENCY",
+        "delivery_concurrency",
+        "256",
+        _parse_positive_int,
+        "requests",
+        "Delivery attempts in flight at once in each delivery worker process.",
+    ),
+    Setting(
+        "BOOMERANG_CALLBACK_CONCURRENCY",
+        "callback_concurrency",
+        "128",
+        _parse_positive_int,
+        "requests",
+        "Most of those any one callback (or ad-hoc URL) may hold, so a slow one cannot take all.",
+    ),
+    Setting(
+        "BOOMERANG_DELIVERY_BATCH_SIZE",
+        "delivery_batch_size",
+        "100",
+        _parse_positive_int,
+        "deliveries",
+        "Most deliveries a delivery process leases in one query.",
     ),
     Setting(
         "BOOMERANG_CALLBACK_DISABLE_AFTER_SECONDS",
@@ -367,7 +391,7 @@ _PROCESS_ENV = {
     "BOOMERANG_WEB_HOST",
     "BOOMERANG_WEB_PORT",
     "BOOMERANG_FLOWER_PORT",
-    "BOOMERANG_DELIVERY_CONCURRENCY",
+    "BOOMERANG_DELIVERY_PROCESSES",
     "BOOMERANG_JOB_CONCURRENCY",
     "BOOMERANG_WEB_WORKERS",
 }
@@ -396,6 +420,9 @@ class Settings:
     secret_rotation_grace_seconds: int
     idempotency_ttl_seconds: int
     sweep_batch_size: int
+    delivery_concurrency: int
+    callback_concurrency: int
+    delivery_batch_size: int
     callback_disable_after_seconds: int
     retention_days: int
     prune_interval_seconds: float

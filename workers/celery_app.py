@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +21,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import TaskCall, make_engine, make_session_factory
 from app.url_guard import announce_network_policy
 from config.settings import Settings
+from workers.dispatch import Dispatcher
 from workers.http import OutboundClient
 from workers.jobs import load_job_modules
+from workers.wake import Waker
 
 log = logging.getLogger(__name__)
 
 JOBS_QUEUE = "jobs"
 DELIVERIES_QUEUE = "deliveries"
+DELIVER_TASK = "boomerang.deliver"
 MAINTENANCE_QUEUE = "maintenance"
 
 
@@ -39,6 +42,27 @@ class WorkerContext:
     engine: Engine
     session_factory: sessionmaker[Session]
     client: OutboundClient
+    waker: Waker
+    _dispatcher: Dispatcher | None = None
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The process's drain and its thread pool, made on first use: threads do not survive
+        the fork from the parent that built this context."""
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(
+                self.settings, self.session_factory, self.client, self.waker
+            )
+        return self._dispatcher
+
+
+def send_wake(app: Celery) -> Callable[[], None]:
+    """Put one ``boomerang.deliver`` wake on the deliveries queue."""
+
+    def send() -> None:
+        app.send_task(DELIVER_TASK, queue=DELIVERIES_QUEUE)
+
+    return send
 
 
 def task_sender(app: Celery):
@@ -47,9 +71,17 @@ def task_sender(app: Celery):
 
     def send(calls: Sequence[TaskCall]) -> None:
         try:
-            with app.producer_or_acquire() as producer:
-                for call in calls:
-                    app.send_task(call.name, args=call.args, queue=call.queue, producer=producer)
+            wakes = [call for call in calls if call.name == DELIVER_TASK]
+            others = [call for call in calls if call.name != DELIVER_TASK]
+            if wakes:
+                # One coalesced wake, however many deliveries were made due.
+                app.boomerang.waker.wake()  # type: ignore[attr-defined]
+            if others:
+                with app.producer_or_acquire() as producer:
+                    for call in others:
+                        app.send_task(
+                            call.name, args=call.args, queue=call.queue, producer=producer
+                        )
         except Exception:
             log.warning(
                 "could not enqueue %d task(s); the sweep will pick them up",
@@ -115,11 +147,13 @@ def create_celery(settings: Settings | None = None) -> Celery:
     load_job_modules(settings.job_modules)
     announce_network_policy(settings)
     engine = make_engine(settings)
+    waker = Waker(settings.redis_url, send_wake(app))
     app.boomerang = WorkerContext(  # type: ignore[attr-defined]
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine, task_sender(app)),
-        client=OutboundClient(settings),
+        client=OutboundClient(settings, pool_size=settings.delivery_concurrency),
+        waker=waker,
     )
 
     @worker_process_init.connect(weak=False)

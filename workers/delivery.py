@@ -1,7 +1,8 @@
 """The delivery pipeline: claim, prepare, call, then record the outcome.
 
 Two short transactions around the HTTP call, never one across it: a slow receiver must not hold
-a database connection or row lock for the length of its timeout.
+a database connection or row lock for the length of its timeout. Claims and records work on
+batches (workers/dispatch.py drives them); ``deliver`` runs the same steps for one delivery.
 """
 
 from __future__ import annotations
@@ -9,18 +10,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.db import commit_with_retry, is_connection_error
-from app.services.deliveries import (
+from app.services.attempts import (
     AttemptRecord,
     ClaimedDelivery,
-    claim_delivery,
-    record_attempt,
+    claim_deliveries,
+    record_attempts,
 )
 from app.signing import sign_webhook
 from config.settings import Settings
@@ -41,7 +43,7 @@ def build_headers(claimed: ClaimedDelivery, now: datetime) -> dict[str, str]:
     """Standard Webhooks headers for one attempt; the timestamp is the attempt's own."""
     return {
         **claimed.headers,  # the tenant's own; checked at registration never to clash with ours
-        "content-type": "application/json",
+        "content-type": claimed.content_type,
         "webhook-id": claimed.webhook_id,
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": sign_webhook(claimed.secrets, claimed.webhook_id, now, claimed.body),
@@ -126,18 +128,20 @@ def classify(
     )
 
 
-def deliver(
-    session: Session,
-    client: OutboundClient,
-    settings: Settings,
-    delivery_id: uuid.UUID,
-    clock: Callable[[], datetime] = utcnow,
-) -> bool | None:
-    """Make one attempt: True or False for the outcome, None if it was not ours to send."""
-    claimed = claim_delivery(session, delivery_id, clock(), settings)
-    session.commit()
-    if claimed is None:
-        return None
+@dataclass(frozen=True)
+class Sent:
+    """One attempt made: what was claimed, the headers it went with, and what came back."""
+
+    claimed: ClaimedDelivery
+    headers: dict[str, str]
+    result: HttpResult
+    attempted_at: datetime
+
+
+def send(
+    client: OutboundClient, claimed: ClaimedDelivery, clock: Callable[[], datetime] = utcnow
+) -> Sent:
+    """POST one claimed delivery; never raises, so every attempt ends logged."""
     attempted_at = clock()
     headers = build_headers(claimed, attempted_at)
     try:
@@ -149,32 +153,77 @@ def deliver(
         result = HttpResult(
             None, None, None, False, 0, f"internal error: {type(exc).__name__}", "connection"
         )
-    record = classify(claimed, headers, result, attempted_at, settings)
+    return Sent(claimed, headers, result, attempted_at)
 
-    def store(attempt: AttemptRecord) -> None:
-        # The POST happened; sending it again because Postgres blinked would be a duplicate. Keep
-        # trying to record it for as long as the lease keeps other workers away.
-        left = settings.delivery_lease_seconds - (clock() - attempted_at).total_seconds() - 1
+
+def record(
+    session: Session,
+    settings: Settings,
+    sent: Sequence[Sent],
+    clock: Callable[[], datetime] = utcnow,
+) -> list[AttemptRecord]:
+    """Classify and store a batch of attempts; commits. The records, in the order given."""
+    if not sent:
+        return []
+    records = [classify(s.claimed, s.headers, s.result, s.attempted_at, settings) for s in sent]
+
+    def store(batch: list[tuple[ClaimedDelivery, AttemptRecord]]) -> None:
+        # The POSTs happened; sending them again because Postgres blinked would duplicate them.
+        # Keep trying to record them for as long as the leases keep other workers away.
+        oldest = min(s.attempted_at for s in sent)
+        left = settings.delivery_lease_seconds - (clock() - oldest).total_seconds() - 1
         commit_with_retry(
             session,
-            lambda: record_attempt(session, claimed, attempt, settings),
+            lambda: record_attempts(session, batch, settings),
             give_up_after_seconds=max(left, 0),
         )
 
     try:
-        store(record)
+        store([(s.claimed, r) for s, r in zip(sent, records, strict=True)])
     except DBAPIError as exc:
         if is_connection_error(exc):
             raise
-        log.exception("delivery %s: the answer could not be stored; storing without it", claimed.id)
-        record = dataclasses.replace(
-            record,
-            response_headers=None,
-            response_body=None,
-            error=f"the receiver's answer could not be stored ({type(exc.orig).__name__})",
+        # Something in one answer Postgres would not take: store each alone, and any that still
+        # fails without the receiver's answer, rather than lose the batch.
+        log.exception("a batch of %d attempts could not be stored; storing one by one", len(sent))
+        for index, one in enumerate(sent):
+            try:
+                store([(one.claimed, records[index])])
+            except DBAPIError as inner:
+                if is_connection_error(inner):
+                    raise
+                records[index] = dataclasses.replace(
+                    records[index],
+                    response_headers=None,
+                    response_body=None,
+                    error="the receiver's answer could not be stored "
+                    f"({type(inner.orig).__name__})",
+                )
+                store([(one.claimed, records[index])])
+    for one, outcome in zip(sent, records, strict=True):
+        log.info(
+            "delivery %s to %s: %s",
+            one.claimed.id,
+            one.claimed.url,
+            "ok" if outcome.succeeded else outcome.error,
         )
-        store(record)
-    log.info(
-        "delivery %s to %s: %s", claimed.id, claimed.url, "ok" if record.succeeded else record.error
-    )
-    return record.succeeded
+    return records
+
+
+def deliver(
+    session: Session,
+    client: OutboundClient,
+    settings: Settings,
+    delivery_id: uuid.UUID,
+    clock: Callable[[], datetime] = utcnow,
+) -> bool | None:
+    """Make one attempt at one delivery, through the same claim and record as a drain.
+
+    True or False for the outcome; None if it was not ours to send (not due, not pending, held).
+    """
+    claimed = claim_deliveries(session, clock(), settings, limit=1, only=[delivery_id])
+    session.commit()
+    if not claimed:
+        return None
+    (outcome,) = record(session, settings, [send(client, claimed[0], clock)], clock)
+    return outcome.succeeded

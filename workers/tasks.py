@@ -8,11 +8,10 @@ import uuid
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.services.deliveries import due_delivery_ids
+from app.services.attempts import has_due_deliveries
 from app.services.jobs import due_job_ids
 from app.services.retention import prune_batch
-from workers.celery_app import DELIVERIES_QUEUE, JOBS_QUEUE
-from workers.delivery import deliver as deliver_once
+from workers.celery_app import JOBS_QUEUE
 from workers.delivery import utcnow
 from workers.running import execute_job
 
@@ -38,11 +37,13 @@ def run_job(self, job_id: str) -> None:
 
 
 @shared_task(name="boomerang.deliver", bind=True, **DATABASE_OUTAGE)
-def deliver(self, delivery_id: str) -> None:
-    """Make one attempt at one delivery."""
-    ctx = self.app.boomerang
-    with ctx.session_factory() as session:
-        deliver_once(session, ctx.client, ctx.settings, uuid.UUID(delivery_id))
+def deliver(self, *_ignored: str) -> dict[str, int]:
+    """Drain due deliveries (a wake: which deliveries is Postgres's to say, not the message's).
+
+    Older producers sent one message per delivery id; such an id is ignored the same way.
+    """
+    stats = self.app.boomerang.dispatcher.drain()
+    return {"attempts": stats.attempts, "succeeded": stats.succeeded, "batches": stats.batches}
 
 
 def queue_is_empty(app, queue: str) -> bool:
@@ -58,14 +59,16 @@ def queue_is_empty(app, queue: str) -> bool:
 def sweep(self) -> dict[str, int]:
     """Enqueue due retries and anything whose message or worker was lost."""
     ctx = self.app.boomerang
-    requeue_deliveries = queue_is_empty(self.app, DELIVERIES_QUEUE)
     requeue_jobs = queue_is_empty(self.app, JOBS_QUEUE)
     with ctx.session_factory() as session:
         now = utcnow()
-        deliveries = due_delivery_ids(session, now, ctx.settings, requeue_deliveries)
+        # Deliveries need no message each: one wake starts a drain that finds them all (retries
+        # that came due, leases that ran out, wakes that were lost), unless one is running.
+        deliveries_due = has_due_deliveries(session, now)
         jobs = due_job_ids(session, now, ctx.settings, requeue_jobs)
         session.commit()
-    return {"deliveries": len(deliveries), "jobs": len(jobs)}
+    woken = ctx.waker.wake() if deliveries_due else False
+    return {"deliveries_woken": int(woken), "jobs": len(jobs)}
 
 
 @shared_task(name="boomerang.prune", bind=True)

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.db import enqueue_after_commit
 from app.errors import InvalidField, NotFound
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import events
@@ -249,10 +248,8 @@ def recover_callback(
             .returning(Delivery.id)
         )
     )
-    for delivery_id in ids:
-        enqueue_after_commit(
-            session, events.DELIVER_TASK, str(delivery_id), queue=events.DELIVERIES_QUEUE
-        )
+    if ids:
+        events.wake_deliveries(session)
     return len(ids)
 
 

@@ -34,6 +34,11 @@ DELIVER_TASK = "boomerang.deliver"
 DELIVERIES_QUEUE = "deliveries"
 
 
+def wake_deliveries(session: Session) -> None:
+    """Once this transaction commits, wake a delivery worker to drain what it made due."""
+    enqueue_after_commit(session, DELIVER_TASK, queue=DELIVERIES_QUEUE)
+
+
 def webhook_id(message_id: uuid.UUID) -> str:
     """The ``webhook-id`` header value: stable for a message across retries and destinations."""
     return f"msg_{message_id.hex}"
@@ -100,6 +105,7 @@ def publish(
         delivery.next_attempt_at = now
         delivery.enqueued_at = now
         session.add(delivery)
-        enqueue_after_commit(session, DELIVER_TASK, str(delivery.id), queue=DELIVERIES_QUEUE)
+    if deliveries:
+        wake_deliveries(session)
     session.flush()
     return deliveries

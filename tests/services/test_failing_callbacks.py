@@ -125,7 +125,7 @@ def test_recover_resends_failed_deliveries_since_a_time(
     db_session.expire_all()
     assert db_session.get(Delivery, deliveries[0].id).status == DeliveryStatus.PENDING
     assert db_session.get(Delivery, deliveries[2].id).status == DeliveryStatus.FAILED
-    assert [t.args for t in sent_tasks] == [(str(deliveries[0].id),)]
+    assert [(t.name, t.args) for t in sent_tasks] == [("boomerang.deliver", ())]
 
 
 def test_recover_needs_a_valid_since(client, auth, db_session, tenant):

@@ -369,7 +369,7 @@ def test_a_tenant_deleted_while_its_delivery_is_sent_leaves_nothing_to_crash_on(
     db_session, settings, owner, receiver
 ):
     from app.models import Tenant
-    from app.services.deliveries import claim_delivery, record_attempt
+    from app.services.attempts import claim_delivery, record_attempt
     from workers.delivery import build_headers, classify, utcnow
 
     callback = make_callback(db_session, owner, receiver.url("/hook"))

@@ -1,0 +1,364 @@
+"""The delivery worker's side of the log: lease due deliveries and record attempts, in batches.
+
+A batch costs a fixed number of round trips however many deliveries it holds: one claim, three
+reads for what to send, and on the way back one UPDATE, one INSERT and a statement per callback
+whose health changed. That, not the HTTP call, is what bounds throughput per process.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, insert, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from app.models import Callback, Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
+from app.services.callbacks import disable_callback, note_attempt_outcome, signing_secrets
+from app.services.events import CALLBACK_TEST, webhook_id
+from config.settings import Settings
+
+
+def lane_of(callback_id: uuid.UUID | None, url: str) -> str:
+    """What the per-callback concurrency cap counts by: the callback, or an ad-hoc URL."""
+    return str(callback_id) if callback_id is not None else url
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """Everything needed to send, read inside the claim so no transaction spans the HTTP call."""
+
+    id: uuid.UUID
+    lease_id: uuid.UUID
+    url: str
+    webhook_id: str
+    body: str
+    secrets: tuple[str, ...]
+    callback_id: uuid.UUID | None
+    success_status: int | None
+    attempt_count: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    # Whether the callback was in a failure streak when claimed: a success then has one to end.
+    callback_failing: bool = True
+    # When the event was raised (for a job event: when the job finished).
+    raised_at: datetime | None = None
+
+    @property
+    def lane(self) -> str:
+        return lane_of(self.callback_id, self.url)
+
+
+# Lease up to :limit due deliveries nobody holds, at most :cap per lane (less where the caller
+# has some of that lane in flight already, none from lanes it reports full). The inner scan locks
+# candidates with SKIP LOCKED so concurrent claimers split the work instead of queueing behind one
+# another; a window function cannot sit beside FOR UPDATE, hence the layers.
+_CLAIM = text(
+    """
+    WITH candidate AS (
+        SELECT id, callback_id, url, next_attempt_at
+        FROM delivery
+        WHERE status = 'pending'
+          AND next_attempt_at <= :now
+          AND (locked_until IS NULL OR locked_until < :now)
+          AND NOT (coalesce(callback_id::text, url) = ANY(CAST(:full_lanes AS text[])))
+          AND (:any_id OR id = ANY(CAST(:ids AS uuid[])))
+        ORDER BY next_attempt_at
+        LIMIT :scan
+        FOR UPDATE SKIP LOCKED
+    ), ranked AS (
+        SELECT id, next_attempt_at, coalesce(callback_id::text, url) AS lane,
+               row_number() OVER (
+                   PARTITION BY coalesce(callback_id::text, url) ORDER BY next_attempt_at
+               ) AS place
+        FROM candidate
+    ), chosen AS (
+        SELECT ranked.id
+        FROM ranked
+        LEFT JOIN unnest(CAST(:room_lanes AS text[]), CAST(:rooms AS int[])) AS room(lane, room)
+            ON room.lane = ranked.lane
+        WHERE ranked.place <= coalesce(room.room, :cap)
+        ORDER BY ranked.next_attempt_at
+        LIMIT :limit
+    )
+    UPDATE delivery
+    SET lease_id = :lease_id, locked_until = :locked_until
+    FROM chosen
+    WHERE delivery.id = chosen.id
+    RETURNING delivery.id, delivery.tenant_id, delivery.message_id, delivery.callback_id,
+              delivery.url, delivery.attempt_count
+    """
+)
+
+
+def claim_deliveries(
+    session: Session,
+    now: datetime,
+    settings: Settings,
+    *,
+    limit: int,
+    in_flight: Mapping[str, int] | None = None,
+    only: Collection[uuid.UUID] | None = None,
+) -> list[ClaimedDelivery]:
+    """Lease up to ``limit`` due deliveries, oldest due first, within the per-callback cap.
+
+    ``in_flight`` counts what the caller is already sending per lane (``lane_of``); ``only``
+    restricts the claim to those ids. Deliveries whose callback was deleted or disabled since they
+    were queued are settled here instead of sent.
+    """
+    if limit <= 0:
+        return []
+    cap = settings.callback_concurrency
+    in_flight = in_flight or {}
+    full = [lane for lane, count in in_flight.items() if count >= cap]
+    partial = {lane: cap - count for lane, count in in_flight.items() if 0 < count < cap}
+    lease_id = uuid.uuid4()
+    rows = session.execute(
+        _CLAIM,
+        {
+            "now": now,
+            "full_lanes": full,
+            "any_id": only is None,
+            "ids": [str(delivery_id) for delivery_id in only or ()],
+            # Look past the head of the queue far enough to fill the batch from other lanes when
+            # one lane's share is used up.
+            "scan": limit * 4,
+            "room_lanes": list(partial),
+            "rooms": list(partial.values()),
+            "cap": cap,
+            "limit": limit,
+            "lease_id": lease_id,
+            "locked_until": now + timedelta(seconds=settings.delivery_lease_seconds),
+        },
+    ).all()
+    if not rows:
+        return []
+    messages = {
+        message.id: message
+        for message in session.scalars(
+            select(Message).where(Message.id.in_({row.message_id for row in rows}))
+        )
+    }
+    callback_ids = {row.callback_id for row in rows if row.callback_id is not None}
+    callbacks = {
+        callback.id: callback
+        for callback in (
+            session.scalars(select(Callback).where(Callback.id.in_(callback_ids)))
+            if callback_ids
+            else ()
+        )
+    }
+    adhoc_tenants = {row.tenant_id for row in rows if row.callback_id is None}
+    tenant_secrets: dict[uuid.UUID, str] = {
+        tenant_id: secret
+        for tenant_id, secret in (
+            session.execute(
+                select(Tenant.id, Tenant.signing_secret).where(Tenant.id.in_(adhoc_tenants))
+            )
+            if adhoc_tenants
+            else ()
+        )
+    }
+    claimed: list[ClaimedDelivery] = []
+    stopped: dict[uuid.UUID, DeliveryStatus] = {}
+    for row in rows:
+        message = messages[row.message_id]
+        callback = callbacks.get(row.callback_id) if row.callback_id is not None else None
+        if row.callback_id is not None and (
+            callback is None or (not callback.enabled and message.event_type != CALLBACK_TEST)
+        ):
+            # Deleted: nothing left to send to. Disabled: failed, so a recover can send it later.
+            stopped[row.id] = (
+                DeliveryStatus.CANCELLED if callback is None else DeliveryStatus.FAILED
+            )
+            continue
+        secrets = (
+            signing_secrets(callback, now)
+            if callback is not None
+            else [tenant_secrets.get(row.tenant_id) or ""]
+        )
+        claimed.append(
+            ClaimedDelivery(
+                id=row.id,
+                lease_id=lease_id,
+                url=row.url,
+                webhook_id=webhook_id(message.id),
+                body=message.body,
+                secrets=tuple(secrets),
+                callback_id=row.callback_id,
+                success_status=callback.success_status if callback is not None else None,
+                attempt_count=row.attempt_count,
+                headers=dict(callback.headers) if callback is not None else {},
+                callback_failing=callback is not None and callback.consecutive_failures > 0,
+                raised_at=message.created_at,
+            )
+        )
+    for status in set(stopped.values()):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([i for i, s in stopped.items() if s == status]))
+            .values(status=status, next_attempt_at=None, locked_until=None, lease_id=None)
+        )
+    return claimed
+
+
+def claim_delivery(
+    session: Session, delivery_id: uuid.UUID, now: datetime, settings: Settings
+) -> ClaimedDelivery | None:
+    """Lease one due delivery; None when it is not due, not pending, or another worker holds it."""
+    claimed = claim_deliveries(session, now, settings, limit=1, only=[delivery_id])
+    return claimed[0] if claimed else None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt's outcome, as the delivery pipeline classified it."""
+
+    attempted_at: datetime
+    request_headers: dict[str, str]
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    response_body_truncated: bool
+    duration_ms: int
+    succeeded: bool
+    error: str | None
+    next_attempt_at: datetime | None  # None with a failure: no retries left
+    disable_callback_reason: str | None = None
+
+
+# Move each delivery on, but only where this worker still holds the lease: one that overran its
+# lease must not undo a newer attempt's result. Rows come in as one JSON array (one round trip).
+_SETTLE = text(
+    """
+    UPDATE delivery
+    SET attempt_count = delivery.attempt_count + 1,
+        last_attempt_at = outcome.attempted_at,
+        locked_until = NULL,
+        lease_id = NULL,
+        status = outcome.status,
+        succeeded_at = coalesce(outcome.succeeded_at, delivery.succeeded_at),
+        next_attempt_at = outcome.next_attempt_at
+    FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS outcome(
+        id uuid, lease_id uuid, attempted_at timestamptz, status text,
+        succeeded_at timestamptz, next_attempt_at timestamptz
+    )
+    WHERE delivery.id = outcome.id AND delivery.lease_id = outcome.lease_id
+    RETURNING delivery.id
+    """
+)
+
+
+def _status_after(record: AttemptRecord) -> DeliveryStatus:
+    if record.succeeded:
+        return DeliveryStatus.SUCCEEDED
+    return DeliveryStatus.PENDING if record.next_attempt_at is not None else DeliveryStatus.FAILED
+
+
+def record_attempts(
+    session: Session,
+    outcomes: Sequence[tuple[ClaimedDelivery, AttemptRecord]],
+    settings: Settings,
+) -> set[uuid.UUID]:
+    """Log every attempt and move each delivery on where this worker still holds its lease.
+
+    Returns the ids whose lease was still ours. An attempt is logged even when another worker
+    holds its delivery now (it happened), unless the delivery itself is gone with its tenant.
+    """
+    if not outcomes:
+        return set()
+    payload = [
+        {
+            "id": str(claimed.id),
+            "lease_id": str(claimed.lease_id),
+            "attempted_at": record.attempted_at.isoformat(),
+            "status": _status_after(record).value,
+            "succeeded_at": record.attempted_at.isoformat() if record.succeeded else None,
+            "next_attempt_at": (
+                record.next_attempt_at.isoformat()
+                if record.next_attempt_at is not None and not record.succeeded
+                else None
+            ),
+        }
+        for claimed, record in outcomes
+    ]
+    ours = set(session.scalars(_SETTLE, {"outcomes": json.dumps(payload)}))
+    # Not ours any more: held by another worker now (log the attempt anyway) or deleted with its
+    # tenant while we were sending (nothing left to log it against).
+    not_ours = {claimed.id for claimed, _ in outcomes} - ours
+    gone = not_ours - set(
+        session.scalars(select(Delivery.id).where(Delivery.id.in_(not_ours))) if not_ours else ()
+    )
+    attempts = [
+        {
+            "id": uuid.uuid4(),
+            "delivery_id": claimed.id,
+            "attempted_at": record.attempted_at,
+            "request_headers": record.request_headers,
+            "response_status": record.response_status,
+            "response_headers": record.response_headers,
+            "response_body": record.response_body,
+            "response_body_truncated": record.response_body_truncated,
+            "duration_ms": record.duration_ms,
+            "succeeded": record.succeeded,
+            "error": record.error,
+        }
+        for claimed, record in outcomes
+        if claimed.id not in gone
+    ]
+    if attempts:
+        session.execute(insert(DeliveryAttempt), attempts)
+    _note_callback_health(session, [o for o in outcomes if o[0].id in ours], settings)
+    session.flush()
+    return ours
+
+
+def _note_callback_health(
+    session: Session,
+    outcomes: Sequence[tuple[ClaimedDelivery, AttemptRecord]],
+    settings: Settings,
+) -> None:
+    by_callback: dict[uuid.UUID, list[tuple[ClaimedDelivery, AttemptRecord]]] = defaultdict(list)
+    for claimed, record in outcomes:
+        if claimed.callback_id is not None:
+            by_callback[claimed.callback_id].append((claimed, record))
+    for callback_id, entries in by_callback.items():
+        gone = next((r for _, r in entries if r.disable_callback_reason), None)
+        if gone is not None:
+            disable_callback(
+                session, callback_id, gone.disable_callback_reason or "", gone.attempted_at
+            )
+            continue
+        # A healthy callback's success changes nothing: skip the statement (and its row lock).
+        if all(r.succeeded for _, r in entries) and not any(c.callback_failing for c, _ in entries):
+            continue
+        for _, record in sorted(entries, key=lambda entry: entry[1].attempted_at):
+            note_attempt_outcome(
+                session, callback_id, record.succeeded, record.attempted_at, settings
+            )
+
+
+def record_attempt(
+    session: Session, claimed: ClaimedDelivery, record: AttemptRecord, settings: Settings
+) -> None:
+    """Log one attempt; see ``record_attempts``."""
+    record_attempts(session, [(claimed, record)], settings)
+
+
+def has_due_deliveries(session: Session, now: datetime) -> bool:
+    """Whether any pending delivery is due and not held by a worker: a cheap indexed probe."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    Delivery.status == DeliveryStatus.PENDING,
+                    Delivery.next_attempt_at <= now,
+                    or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+                )
+            )
+        )
+    )
