@@ -114,6 +114,17 @@ class Callback(Base):
         Integer, nullable=False, default=0, server_default="0"
     )
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When ``callback.failing`` went out for the current streak; NULL until then. Set and cleared
+    # only by conditional updates, so each incident is announced (and closed) exactly once.
+    failing_reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The body format and the version pinned at registration (see app/formats.py): a released
+    # version never changes, so what a receiver parses never changes under it.
+    format: Mapped[str] = mapped_column(
+        String(32), nullable=False, default="envelope", server_default="envelope"
+    )
+    format_version: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=1, server_default="1"
+    )
     secret: Mapped[str] = mapped_column(String(100), nullable=False)
     previous_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
 
+from app.formats import format_names
 from app.services.events import SUBSCRIBABLE_EVENT_TYPES
 
 _URL = fields.Url(schemes={"http", "https"}, require_tld=False)
@@ -92,6 +93,21 @@ class CallbackCreateSchema(InputSchema):
         values=fields.String(validate=validate.Length(max=1000)),
         metadata={"description": "Extra headers sent with every delivery."},
     )
+    format = fields.String(
+        validate=validate.OneOf(format_names()),
+        metadata={
+            "description": "The body format: `envelope` (Standard Webhooks, the default) or "
+            "`cloudevents` (CloudEvents 1.0, structured mode)."
+        },
+    )
+    format_version = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1),
+        metadata={
+            "description": "The format's version to pin; by default its newest. Changing the "
+            "format without one pins the new format's newest version."
+        },
+    )
 
 
 class CallbackUpdateSchema(CallbackCreateSchema):
@@ -106,6 +122,8 @@ class CallbackSchema(Schema):
     description = fields.String(allow_none=True)
     success_status = fields.Integer(allow_none=True)
     headers = fields.Dict(keys=fields.String(), values=fields.String())
+    format = fields.String()
+    format_version = fields.Integer()
     enabled = fields.Boolean()
     disabled_reason = fields.String(allow_none=True)
     created_at = fields.DateTime()

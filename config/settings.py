@@ -296,6 +296,14 @@ SETTINGS: tuple[Setting, ...] = (
         "A callback failing this long with no success is disabled (default 5 days).",
     ),
     Setting(
+        "BOOMERANG_CALLBACK_FAILING_AFTER_SECONDS",
+        "callback_failing_after_seconds",
+        "60",
+        _parse_non_negative_int,
+        "seconds",
+        "A callback failing this long with no success raises `callback.failing` (0: at once).",
+    ),
+    Setting(
         "BOOMERANG_RETENTION_DAYS",
         "retention_days",
         "30",
@@ -424,6 +432,7 @@ class Settings:
     callback_concurrency: int
     delivery_batch_size: int
     callback_disable_after_seconds: int
+    callback_failing_after_seconds: int
     retention_days: int
     prune_interval_seconds: float
     prune_batch_size: int

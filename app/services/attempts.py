@@ -8,6 +8,7 @@ whose health changed. That, not the HTTP call, is what bounds throughput per pro
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
@@ -17,10 +18,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from app.formats import UnknownFormat, render_for
 from app.models import Callback, Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
-from app.services.callbacks import disable_callback, note_attempt_outcome, signing_secrets
+from app.services.callbacks import disable_callback, note_attempt_outcomes, signing_secrets
 from app.services.events import CALLBACK_TEST, webhook_id
 from config.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def lane_of(callback_id: uuid.UUID | None, url: str) -> str:
@@ -176,6 +180,13 @@ def claim_deliveries(
                 DeliveryStatus.CANCELLED if callback is None else DeliveryStatus.FAILED
             )
             continue
+        try:
+            rendered = render_for(callback, message)
+        except UnknownFormat:
+            # Only if a released format version were ever removed: fail this one, not the batch.
+            log.exception("delivery %s: its callback's format is unknown", row.id)
+            stopped[row.id] = DeliveryStatus.FAILED
+            continue
         secrets = (
             signing_secrets(callback, now)
             if callback is not None
@@ -187,7 +198,8 @@ def claim_deliveries(
                 lease_id=lease_id,
                 url=row.url,
                 webhook_id=webhook_id(message.id),
-                body=message.body,
+                body=rendered.body,
+                content_type=rendered.content_type,
                 secrets=tuple(secrets),
                 callback_id=row.callback_id,
                 success_status=callback.success_status if callback is not None else None,
@@ -326,7 +338,8 @@ def _note_callback_health(
     for claimed, record in outcomes:
         if claimed.callback_id is not None:
             by_callback[claimed.callback_id].append((claimed, record))
-    for callback_id, entries in by_callback.items():
+    # In id order, so two workers recording overlapping batches lock callbacks in the same order.
+    for callback_id, entries in sorted(by_callback.items()):
         gone = next((r for _, r in entries if r.disable_callback_reason), None)
         if gone is not None:
             disable_callback(
@@ -336,10 +349,14 @@ def _note_callback_health(
         # A healthy callback's success changes nothing: skip the statement (and its row lock).
         if all(r.succeeded for _, r in entries) and not any(c.callback_failing for c, _ in entries):
             continue
-        for _, record in sorted(entries, key=lambda entry: entry[1].attempted_at):
-            note_attempt_outcome(
-                session, callback_id, record.succeeded, record.attempted_at, settings
-            )
+        ordered = sorted((record for _, record in entries), key=lambda r: r.attempted_at)
+        note_attempt_outcomes(
+            session,
+            callback_id,
+            [record.succeeded for record in ordered],
+            ordered[-1].attempted_at,
+            settings,
+        )
 
 
 def record_attempt(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from app import formats
 from app.errors import InvalidField, NotFound
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import events
@@ -66,10 +68,38 @@ def _checked_headers(headers: dict[str, str], settings: Settings) -> dict[str, s
     return dict(headers)
 
 
+def _pinned_format(format_name: str, version: int | None) -> tuple[str, int]:
+    """The format and version to pin: the version asked for, or else the newest released."""
+    if format_name not in formats.format_names():
+        choices = ", ".join(formats.format_names())
+        raise InvalidField(
+            "json", "format", f"unknown format {format_name!r}; choose from {choices}"
+        )
+    versions = formats.versions_of(format_name)
+    if version is None:
+        return format_name, versions[-1]
+    if version not in versions:
+        released = ", ".join(str(v) for v in versions)
+        raise InvalidField(
+            "json",
+            "format_version",
+            f"{format_name} has no version {version}; released versions: {released}",
+        )
+    return format_name, version
+
+
 def create_callback(
-    session: Session, tenant: Tenant, fields: dict[str, Any], settings: Settings
+    session: Session,
+    tenant: Tenant,
+    fields: dict[str, Any],
+    settings: Settings,
+    *,
+    format: str | None = None,
+    format_version: int | None = None,
 ) -> Callback:
-    """Register a callback URL for ``tenant`` with a fresh signing secret."""
+    """Register a callback URL for ``tenant`` with a fresh signing secret, pinned to ``format``
+    (the envelope by default) at ``format_version`` (by default the format's newest)."""
+    pinned_format, pinned_version = _pinned_format(format or formats.DEFAULT_FORMAT, format_version)
     callback = Callback(
         id=uuid.uuid4(),
         tenant_id=tenant.id,
@@ -78,6 +108,8 @@ def create_callback(
         description=fields.get("description"),
         success_status=fields.get("success_status"),
         headers=_checked_headers(fields.get("headers") or {}, settings),
+        format=pinned_format,
+        format_version=pinned_version,
         enabled=True,
         secret=new_signing_secret(),
     )
@@ -111,9 +143,20 @@ def update_callback(
     callback_id: uuid.UUID,
     fields: dict[str, Any],
     settings: Settings,
+    *,
+    format: str | None = None,
+    format_version: int | None = None,
 ) -> Callback:
-    """Change the given fields; re-enabling clears the reason it was disabled."""
+    """Change the given fields; re-enabling clears the reason it was disabled.
+
+    A new ``format`` is pinned at ``format_version`` or else its newest version. Naming the
+    format the callback already has, without a version, keeps its pin: a form that sends every
+    field back must not upgrade what the receiver gets.
+    """
     callback = get_callback(session, tenant, callback_id)
+    wanted_format = format or callback.format
+    if format_version is not None or wanted_format != callback.format:
+        callback.format, callback.format_version = _pinned_format(wanted_format, format_version)
     if "url" in fields:
         callback.url = _checked_url(fields["url"], settings)
     if "event_types" in fields:
@@ -152,61 +195,135 @@ def disable_callback(
     callback.enabled = False
     callback.disabled_reason = reason
     session.flush()
+    data = {
+        "callback_id": str(callback.id),
+        "url": callback.url,
+        "reason": reason,
+        "disabled_at": now.isoformat(),
+    }
+    _tell_other_callbacks(
+        session, callback.tenant_id, callback.id, events.CALLBACK_DISABLED, data, now
+    )
+    return callback
+
+
+def _tell_other_callbacks(
+    session: Session,
+    tenant_id: uuid.UUID,
+    about: uuid.UUID,
+    event_type: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Publish an event about one callback to the tenant's other callbacks that subscribe to it
+    (never to the callback itself: it is the one in trouble)."""
     listeners = [
         other
-        for other in events.subscribed_callbacks(
-            session, callback.tenant_id, events.CALLBACK_DISABLED
-        )
-        if other.id != callback.id
+        for other in events.subscribed_callbacks(session, tenant_id, event_type)
+        if other.id != about
     ]
     if listeners:
-        data = {
-            "callback_id": str(callback.id),
-            "url": callback.url,
-            "reason": reason,
-            "disabled_at": now.isoformat(),
-        }
         events.publish(
             session,
-            tenant_id=callback.tenant_id,
-            event_type=events.CALLBACK_DISABLED,
+            tenant_id=tenant_id,
+            event_type=event_type,
             data=data,
             now=now,
             callbacks=listeners,
         )
-    return callback
 
 
 def note_attempt_outcome(
     session: Session, callback_id: uuid.UUID, succeeded: bool, now: datetime, settings: Settings
 ) -> None:
-    """Keep the callback's failure streak; disable it once it has failed for too long."""
-    if succeeded:
-        # Matches no row while the callback is healthy, so the common case takes no row lock.
-        session.execute(
-            update(Callback)
-            .where(Callback.id == callback_id, Callback.consecutive_failures > 0)
-            .values(consecutive_failures=0, failing_since=None)
-        )
+    """Keep the callback's failure streak for one attempt; see ``note_attempt_outcomes``."""
+    note_attempt_outcomes(session, callback_id, [succeeded], now, settings)
+
+
+def note_attempt_outcomes(
+    session: Session,
+    callback_id: uuid.UUID,
+    outcomes: Sequence[bool],
+    now: datetime,
+    settings: Settings,
+) -> None:
+    """Apply a batch of one callback's attempt outcomes, in order, as of ``now``.
+
+    Keeps the failure streak; raises ``callback.failing`` once the callback has failed for
+    ``callback_failing_after_seconds`` with no success, and ``callback.recovered`` at the first
+    success after that, each once per incident however many deliveries and workers it spans;
+    disables the callback once it has failed for ``callback_disable_after_seconds``. Two
+    statements whatever the batch size (plus the events raised); a healthy callback's successes
+    cost one SELECT and take no lock.
+    """
+    if not outcomes:
         return
-    row = session.execute(
+    query = select(
+        Callback.tenant_id,
+        Callback.url,
+        Callback.enabled,
+        Callback.consecutive_failures,
+        Callback.failing_since,
+        Callback.failing_reported_at,
+    ).where(Callback.id == callback_id)
+    if all(outcomes):
+        # Matches no row while the callback is healthy, so the common case takes no row lock.
+        query = query.where(
+            or_(Callback.consecutive_failures > 0, Callback.failing_reported_at.is_not(None))
+        )
+    # The row lock queues concurrent workers' batches for this callback, and each one then reads
+    # what the one before it committed: exactly one of them sees a transition and announces it.
+    # NO KEY UPDATE (key_share), as a plain UPDATE takes: new deliveries referencing this callback
+    # need not wait for it, and two callbacks telling each other cannot deadlock on those keys.
+    row = session.execute(query.with_for_update(key_share=True)).one_or_none()
+    if row is None:
+        return
+    failing_after = timedelta(seconds=settings.callback_failing_after_seconds)
+    disable_after = timedelta(seconds=settings.callback_disable_after_seconds)
+    enabled = row.enabled
+    streak, since, reported = row.consecutive_failures, row.failing_since, row.failing_reported_at
+    # What happened, in order: (event type, its data), or (CALLBACK_DISABLED, the reason).
+    raised: list[tuple[str, Any]] = []
+    for succeeded in outcomes:
+        if succeeded:
+            if reported is not None and since is not None:
+                incident = _incident(callback_id, row.url, since, streak)
+                raised.append(
+                    (events.CALLBACK_RECOVERED, incident | {"recovered_at": now.isoformat()})
+                )
+            streak, since, reported = 0, None, None
+            continue
+        streak += 1
+        since = since or now
+        if enabled and reported is None and since <= now - failing_after:
+            reported = now
+            raised.append((events.CALLBACK_FAILING, _incident(callback_id, row.url, since, streak)))
+        if enabled and since <= now - disable_after:
+            enabled = False
+            reason = f"{streak} failed attempts in a row since {since.isoformat()} with no success"
+            raised.append((events.CALLBACK_DISABLED, reason))
+    session.execute(
         update(Callback)
         .where(Callback.id == callback_id)
-        .values(
-            consecutive_failures=Callback.consecutive_failures + 1,
-            failing_since=func.coalesce(Callback.failing_since, now),
-        )
-        .returning(Callback.enabled, Callback.failing_since, Callback.consecutive_failures)
-    ).one_or_none()
-    limit = timedelta(seconds=settings.callback_disable_after_seconds)
-    if row is not None and row.enabled and row.failing_since <= now - limit:
-        disable_callback(
-            session,
-            callback_id,
-            f"{row.consecutive_failures} failed attempts in a row since "
-            f"{row.failing_since.isoformat()} with no success",
-            now,
-        )
+        .values(consecutive_failures=streak, failing_since=since, failing_reported_at=reported)
+    )
+    for event_type, detail in raised:
+        if event_type == events.CALLBACK_DISABLED:
+            disable_callback(session, callback_id, detail, now)
+        else:
+            _tell_other_callbacks(session, row.tenant_id, callback_id, event_type, detail, now)
+
+
+def _incident(
+    callback_id: uuid.UUID, url: str, failing_since: datetime, failed_attempts: int
+) -> dict[str, Any]:
+    """What ``callback.failing`` and ``callback.recovered`` say about the incident."""
+    return {
+        "callback_id": str(callback_id),
+        "url": url,
+        "failing_since": failing_since.isoformat(),
+        "failed_attempts": failed_attempts,
+    }
 
 
 def enable_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) -> Callback:
@@ -214,8 +331,10 @@ def enable_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) ->
     callback = get_callback(session, tenant, callback_id)
     callback.enabled = True
     callback.disabled_reason = None
+    # A fresh start: if it still fails, that is a new incident with its own callback.failing.
     callback.consecutive_failures = 0
     callback.failing_since = None
+    callback.failing_reported_at = None
     session.flush()
     return callback
 

@@ -23,9 +23,18 @@ JOB_FAILED = "job.failed"
 JOB_PROGRESS = "job.progress"
 CALLBACK_TEST = "callback.test"
 CALLBACK_DISABLED = "callback.disabled"
+CALLBACK_FAILING = "callback.failing"
+CALLBACK_RECOVERED = "callback.recovered"
 
 # What a callback may subscribe to, and what it gets when it names nothing.
-SUBSCRIBABLE_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED, JOB_PROGRESS, CALLBACK_DISABLED)
+SUBSCRIBABLE_EVENT_TYPES = (
+    JOB_SUCCEEDED,
+    JOB_FAILED,
+    JOB_PROGRESS,
+    CALLBACK_DISABLED,
+    CALLBACK_FAILING,
+    CALLBACK_RECOVERED,
+)
 DEFAULT_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED)
 # Ad-hoc callback URLs given on a job hear only how it ended.
 FINAL_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED)

@@ -12,8 +12,8 @@ from standardwebhooks.webhooks import Webhook
 from app import create_app
 from app.models import Callback, Delivery, DeliveryStatus, Message
 from app.services import events
-from app.services.callbacks import signing_secrets
 from app.services.attempts import claim_delivery
+from app.services.callbacks import signing_secrets
 from tests.api.conftest import delivery_ids_of, run_job, submit_job
 from tests.conftest import error_fields
 from tests.factories import make_callback
@@ -27,6 +27,8 @@ CALLBACK_KEYS = {
     "description",
     "success_status",
     "headers",
+    "format",
+    "format_version",
     "enabled",
     "disabled_reason",
     "created_at",
