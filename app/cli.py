@@ -59,16 +59,19 @@ def up(procfile: Path) -> None:
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
+    from app.metrics_files import prepare_metrics_dir
     from app.migrate import upgrade_database
 
     settings = load_settings()
     upgrade_database(settings)
+    prepare_metrics_dir(settings.metrics_dir)
     processes = parse_procfile(procfile.read_text()).processes
     web_port = os.environ.get("BOOMERANG_WEB_PORT", "8000")
     flower_port = os.environ.get("BOOMERANG_FLOWER_PORT", "5555")
     click.echo(f"API      http://127.0.0.1:{web_port}/v1")
     click.echo(f"Docs     http://127.0.0.1:{web_port}/docs")
     click.echo(f"OpenAPI  http://127.0.0.1:{web_port}/openapi.json")
+    click.echo(f"Metrics  http://127.0.0.1:{web_port}/metrics")
     flower_host = settings.flower_address
     if ":" in flower_host:  # an IPv6 address goes in brackets in a URL
         flower_host = f"[{flower_host}]"
@@ -297,6 +300,36 @@ def flower(ctx: click.Context) -> None:
             *ctx.args,
         ]
     )
+
+
+@main.command()
+@click.option("--port", default=9464, show_default=True, help="Port to listen on.")
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 (or ::) for a Prometheus on another machine.",
+)
+def metrics(port: int, address: str) -> None:
+    """Serve this machine's worker metrics for Prometheus, at /metrics.
+
+    For machines that run workers but no web process: it adds up what every Boomerang process on
+    this machine counted in BOOMERANG_METRICS_DIR. The backlog gauges come from the web's
+    /metrics only, so they are not counted once per machine. BOOMERANG_METRICS_TOKEN, when set,
+    is required here too.
+    """
+    from app.metrics_server import serve_metrics
+
+    settings = load_settings()
+    if not settings.metrics_token and address not in {"127.0.0.1", "::1", "localhost"}:
+        click.echo(
+            f"warning: serving metrics on {address} without BOOMERANG_METRICS_TOKEN; "
+            "keep the port off the internet",
+            err=True,
+        )
+    click.echo(f"metrics on http://{address}:{port}/metrics (Ctrl-C to stop)")
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_metrics(settings.metrics_dir, address, port, settings.metrics_token)
 
 
 @main.command()

@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Flask
 
-from app import ratelimit, security_headers, web
-from app.api import Api, callbacks, deliveries, health, jobs, keys, redirects
+from app import ratelimit, request_ids, security_headers, web
+from app.api import Api, callbacks, deliveries, health, jobs, keys, metrics, redirects
 from app.db import make_engine, make_session_factory
 from app.errors import register_error_handlers
 from config.settings import Settings
@@ -52,10 +52,12 @@ def build_app(
     web.init_app(app, web.WebContext(settings, engine, session_factory, celery))
     ratelimit.init_app(app, settings)
     security_headers.init_app(app)
+    request_ids.init_app(app)
 
     api = Api(app)
     api.spec.components.security_scheme(API_KEY_SCHEME, {"type": "http", "scheme": "bearer"})
     for module in (callbacks, jobs, deliveries, health, redirects, keys):
         api.register_blueprint(module.blp)
+    app.register_blueprint(metrics.blp)  # for Prometheus, not tenants: kept out of the OpenAPI
     register_error_handlers(app)
     return app

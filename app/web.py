@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
+from app.logs import add_log_context
 from app.models import Tenant
 from app.services.tenants import authenticate
 from config.settings import Settings
@@ -78,6 +79,7 @@ def current_tenant() -> Tenant:
         if tenant is None:
             raise Unauthorized("The API key is not valid or was revoked.")
         g.tenant = tenant
+        add_log_context(tenant_id=tenant.id)
     return g.tenant
 
 

@@ -11,8 +11,10 @@ import dataclasses
 import ipaddress
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,6 +88,35 @@ def _parse_basic_auth(raw: str) -> str:
 
 def _parse_names(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_choice(choices: set[str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(sorted(choices))}")
+        return value
+
+    return parse
+
+
+def _parse_log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return value
+
+
+def _parse_path(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("expected a directory path")
+    return raw.strip()
+
+
+def _parse_token(raw: str) -> str:
+    if raw and (len(raw) < 16 or any(char.isspace() for char in raw)):
+        raise ValueError("expected at least 16 characters and no spaces")
+    return raw
 
 
 def _parse_url(schemes: set[str]) -> Callable[[str], str]:
@@ -391,6 +422,38 @@ SETTINGS: tuple[Setting, ...] = (
         "IP address",
         "Where Flower listens; loopback unless you put it behind your own proxy.",
     ),
+    Setting(
+        "BOOMERANG_LOG_FORMAT",
+        "log_format",
+        "json",
+        _parse_choice({"json", "text"}),
+        "json or text",
+        "Logs as one JSON object per line, or as plain text lines for reading in a terminal.",
+    ),
+    Setting(
+        "BOOMERANG_LOG_LEVEL",
+        "log_level",
+        "INFO",
+        _parse_log_level,
+        "level name",
+        "Least severe log level written: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    ),
+    Setting(
+        "BOOMERANG_METRICS_DIR",
+        "metrics_dir",
+        str(Path(tempfile.gettempdir()) / "boomerang-metrics"),
+        _parse_path,
+        "path",
+        "Where this machine's processes keep their Prometheus counters for `/metrics` to add up.",
+    ),
+    Setting(
+        "BOOMERANG_METRICS_TOKEN",
+        "metrics_token",
+        "",
+        _parse_token,
+        "token",
+        "When set, `/metrics` and `boomerang metrics` answer only `Authorization: Bearer <token>`.",
+    ),
 )
 
 _KNOWN = {setting.env for setting in SETTINGS}
@@ -442,6 +505,10 @@ class Settings:
     max_payload_bytes: int
     max_callback_headers: int
     rate_limit: str
+    log_format: str
+    log_level: str
+    metrics_dir: str
+    metrics_token: str = dataclasses.field(repr=False)
     flower_basic_auth: str = dataclasses.field(repr=False)
     flower_address: str = "127.0.0.1"
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.db import commit_with_retry
+from app.logs import bind_log_context
 from app.services.jobs import claim_job, finish_job, record_progress
 from config.settings import Settings
 from workers.delivery import utcnow
@@ -35,6 +36,13 @@ def execute_job(
     session: Session, settings: Settings, job_id: uuid.UUID, clock: Callable[[], datetime] = utcnow
 ) -> bool | None:
     """Run the job once. True if it succeeded, False if it failed, None if it was not ours."""
+    with bind_log_context(job_id=job_id):
+        return _execute_job(session, settings, job_id, clock)
+
+
+def _execute_job(
+    session: Session, settings: Settings, job_id: uuid.UUID, clock: Callable[[], datetime]
+) -> bool | None:
     claimed = claim_job(session, job_id, clock(), settings)
     session.commit()
     if claimed is None:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from app import formats
+from app import formats, metrics
 from app.errors import InvalidField, NotFound
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import events
@@ -194,6 +194,7 @@ def disable_callback(
         return None
     callback.enabled = False
     callback.disabled_reason = reason
+    metrics.after_commit(session, metrics.callback_disabled)
     session.flush()
     data = {
         "callback_id": str(callback.id),

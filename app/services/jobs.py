@@ -16,6 +16,7 @@ from sqlalchemy import and_, false, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.db import enqueue_after_commit
 from app.errors import Conflict, InvalidField, NotFound
 from app.models import Callback, Job, JobStatus, Tenant
@@ -97,6 +98,7 @@ def submit_job(
             raise
         return _replay(existing, request_fingerprint)
     enqueue_after_commit(session, RUN_JOB_TASK, str(job.id), queue=JOBS_QUEUE)
+    metrics.after_commit(session, metrics.job_submitted, job.type)
     return Submission(job=job, created=True)
 
 
@@ -301,6 +303,8 @@ def _finish(
     job.locked_until = None
     job.lease_id = None
     session.flush()
+    duration = (now - job.started_at).total_seconds() if job.started_at else None
+    metrics.after_commit(session, metrics.job_finished, job.type, job.status.value, duration)
     event_type = events.JOB_FAILED if error is not None else events.JOB_SUCCEEDED
     events.publish(
         session,

@@ -87,6 +87,8 @@ class Stack:
             **self.env,
             "BOOMERANG_WEB_PORT": str(self.web_port),
             "BOOMERANG_WEB_WORKERS": "2",
+            # This stack's processes add up their metrics together, apart from any other stack's.
+            "BOOMERANG_METRICS_DIR": str(self.log_dir / "metrics"),
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         }
         self._log_offsets = {}

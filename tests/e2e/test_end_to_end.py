@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -159,3 +160,76 @@ def test_a_redirect_link_waits_then_returns_the_browser_signed(stack, account, r
     assert f"job_id={job['id']}" in location
     assert "status=succeeded" in location
     assert "signature=" in location
+
+
+def scrape(stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = requests.get(stack.base_url + "/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def total(samples, name: str, **labels: str) -> float:
+    """The sum of ``name`` over every series carrying ``labels``."""
+    wanted = set(labels.items())
+    return sum(
+        value for (n, series), value in samples.items() if n == name and wanted <= set(series)
+    )
+
+
+def test_metrics_add_up_the_work_of_every_process_and_logs_carry_its_ids(stack, account, receiver):
+    echo = api(
+        stack,
+        account,
+        "POST",
+        "/v1/jobs",
+        json={"type": "echo", "input": {}, "callback_url": receiver.url("/metered")},
+        headers={"X-Request-Id": "e2e-metered-1"},
+    )
+    assert echo.headers["X-Request-Id"] == "e2e-metered-1"
+    failing = api(
+        stack, account, "POST", "/v1/jobs", json={"type": "fail", "input": {"message": "metered"}}
+    )
+    receiver.wait_for(1, "/metered")
+    wait_for_status(stack, account, failing.json()["id"], {"failed"})
+
+    # Counted by gunicorn workers, the jobs worker's pool and the delivery worker's pool, each in
+    # its own files; the web's /metrics adds them up. Wait for the worker's commit to be counted.
+    deadline = time.monotonic() + 30
+    while True:
+        samples = scrape(stack)
+        finished = total(samples, "boomerang_jobs_finished_total", type="fail", status="failed")
+        attempts = total(samples, "boomerang_delivery_attempts_total", outcome="2xx")
+        if (finished >= 1 and attempts >= 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert total(samples, "boomerang_jobs_submitted_total", type="echo") >= 1
+    assert total(samples, "boomerang_jobs_submitted_total", type="fail") >= 1
+    assert total(samples, "boomerang_jobs_finished_total", type="echo", status="succeeded") >= 1
+    assert finished >= 1
+    assert total(samples, "boomerang_job_duration_seconds_count", type="echo") >= 1
+    assert ("boomerang_deliveries_due", ()) in samples
+
+    def json_lines(name):
+        lines = []
+        for line in stack.log(name).splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    assert any(
+        line.get("job_id") == failing.json()["id"] and "metered" in line["message"]
+        for line in json_lines("jobs")
+    )
+    assert any(
+        line.get("request_id") == "e2e-metered-1" and line.get("path") == "/v1/jobs"
+        for line in json_lines("web")
+    )
+    # Counted inside the delivery engine (last, so a failure here points at its wiring only).
+    assert attempts >= 1
+    assert total(samples, "boomerang_delivered_after_seconds_count") >= 1
