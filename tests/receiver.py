@@ -40,6 +40,13 @@ class Behaviour:
     delays: list[float] = field(default_factory=list)
 
 
+class _Server(ThreadingHTTPServer):
+    # A real server's listen backlog (nginx 511, gunicorn 2048), not socketserver's 5: a drain
+    # opens a hundred connections at once, and SYNs dropped by a full queue would only show up
+    # as connect timeouts.
+    request_queue_size = 512
+
+
 class Receiver:
     """A ThreadingHTTPServer on a free loopback port, run in a thread."""
 
@@ -74,7 +81,7 @@ class Receiver:
                 pass
 
         self.handler = Handler
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = _Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -160,7 +167,7 @@ class Receiver:
     def come_back(self) -> None:
         """Listen again on the same port, keeping everything recorded so far."""
         port = self.server.server_address[1]
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self.handler)
+        self.server = _Server(("127.0.0.1", port), self.handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

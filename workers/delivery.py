@@ -7,6 +7,7 @@ batches (workers/dispatch.py drives them); ``deliver`` runs the same steps for o
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import uuid
@@ -17,7 +18,9 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.db import commit_with_retry, is_connection_error
+from app.logs import bind_log_context
 from app.services.attempts import (
     AttemptRecord,
     ClaimedDelivery,
@@ -138,22 +141,54 @@ class Sent:
     attempted_at: datetime
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """One attempt under way on the client's event loop."""
+
+    claimed: ClaimedDelivery
+    headers: dict[str, str]
+    attempted_at: datetime
+    future: concurrent.futures.Future[HttpResult]
+
+    def outcome(self) -> Sent:
+        """The finished attempt; whatever went wrong on our side becomes a failed attempt."""
+        try:
+            result = self.future.result()
+        except Exception as exc:
+            # An exception here would leave the lease to expire and the same POST to repeat
+            # without a record: log it as a retried attempt instead.
+            log.error(
+                "delivery %s: the attempt failed inside the client",
+                self.claimed.id,
+                exc_info=exc,
+            )
+            result = HttpResult(
+                None, None, None, False, 0, f"internal error: {type(exc).__name__}", "connection"
+            )
+        return Sent(self.claimed, self.headers, result, self.attempted_at)
+
+
+def start(
+    client: OutboundClient, claimed: ClaimedDelivery, clock: Callable[[], datetime] = utcnow
+) -> InFlight:
+    """Sign one claimed delivery and start its POST."""
+    attempted_at = clock()
+    headers = build_headers(claimed, attempted_at)
+    return InFlight(
+        claimed,
+        headers,
+        attempted_at,
+        client.submit(claimed.url, claimed.body.encode(), headers),
+    )
+
+
 def send(
     client: OutboundClient, claimed: ClaimedDelivery, clock: Callable[[], datetime] = utcnow
 ) -> Sent:
-    """POST one claimed delivery; never raises, so every attempt ends logged."""
-    attempted_at = clock()
-    headers = build_headers(claimed, attempted_at)
-    try:
-        result = client.post(claimed.url, claimed.body.encode(), headers)
-    except Exception as exc:
-        # Whatever goes wrong on our side must end as a logged, retried attempt: an exception
-        # here would leave the lease to expire and the same POST to repeat without a record.
-        log.exception("delivery %s: the attempt failed inside the client", claimed.id)
-        result = HttpResult(
-            None, None, None, False, 0, f"internal error: {type(exc).__name__}", "connection"
-        )
-    return Sent(claimed, headers, result, attempted_at)
+    """POST one claimed delivery and wait for it; never raises, so every attempt ends logged."""
+    in_flight = start(client, claimed, clock)
+    concurrent.futures.wait([in_flight.future])
+    return in_flight.outcome()
 
 
 def record(
@@ -167,16 +202,19 @@ def record(
         return []
     records = [classify(s.claimed, s.headers, s.result, s.attempted_at, settings) for s in sent]
 
+    results = {one.claimed.id: one.result for one in sent}
+
     def store(batch: list[tuple[ClaimedDelivery, AttemptRecord]]) -> None:
         # The POSTs happened; sending them again because Postgres blinked would duplicate them.
         # Keep trying to record them for as long as the leases keep other workers away.
         oldest = min(s.attempted_at for s in sent)
         left = settings.delivery_lease_seconds - (clock() - oldest).total_seconds() - 1
-        commit_with_retry(
-            session,
-            lambda: record_attempts(session, batch, settings),
-            give_up_after_seconds=max(left, 0),
-        )
+
+        def work() -> None:
+            record_attempts(session, batch, settings)
+            count_after_commit(session, batch, results)
+
+        commit_with_retry(session, work, give_up_after_seconds=max(left, 0))
 
     try:
         store([(s.claimed, r) for s, r in zip(sent, records, strict=True)])
@@ -201,13 +239,37 @@ def record(
                 )
                 store([(one.claimed, records[index])])
     for one, outcome in zip(sent, records, strict=True):
-        log.info(
-            "delivery %s to %s: %s",
-            one.claimed.id,
-            one.claimed.url,
-            "ok" if outcome.succeeded else outcome.error,
-        )
+        with bind_log_context(delivery_id=one.claimed.id, tenant_id=one.claimed.tenant_id):
+            log.info(
+                "delivery %s to %s: %s",
+                one.claimed.id,
+                one.claimed.url,
+                "ok" if outcome.succeeded else outcome.error,
+            )
     return records
+
+
+def count_after_commit(
+    session: Session,
+    batch: Sequence[tuple[ClaimedDelivery, AttemptRecord]],
+    results: dict[uuid.UUID, HttpResult],
+) -> None:
+    """Metrics for a batch of attempts, counted only once they are in Postgres."""
+    for claimed, outcome in batch:
+        result = results[claimed.id]
+        metrics.after_commit(
+            session,
+            metrics.delivery_attempted,
+            metrics.attempt_outcome(result.status, result.error_kind),
+        )
+        if outcome.succeeded and claimed.raised_at is not None:
+            # From the event (the job's end) to the receiver's answer.
+            waited = outcome.attempted_at - claimed.raised_at
+            metrics.after_commit(
+                session,
+                metrics.delivered_after,
+                waited.total_seconds() + result.duration_ms / 1000,
+            )
 
 
 def deliver(

@@ -1,7 +1,7 @@
 """The drain: keep many delivery attempts in flight from one process, bookkept in batches.
 
-One thread of control talks to Postgres and a pool of threads waits on receivers. The loop leases
-a batch of due deliveries, hands each to the pool, and every time some come back records them
+One thread talks to Postgres and the outbound client's event loop waits on receivers. The loop
+leases a batch of due deliveries, starts each POST, and every time some come back records them
 all in one transaction and leases more to fill the room they left. So a slow receiver only ties
 up its own threads, capped per callback, while the others keep flowing; and the database sees a
 few statements per batch rather than several per delivery.
@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import is_connection_error
 from app.services.attempts import ClaimedDelivery, claim_deliveries, has_due_deliveries
 from config.settings import Settings
-from workers.delivery import Sent, record, send, utcnow
-from workers.http import OutboundClient
+from workers.delivery import InFlight, record, start, utcnow
+from workers.http import HttpResult, OutboundClient
 from workers.wake import Waker
 
 log = logging.getLogger(__name__)
@@ -61,17 +61,14 @@ class Dispatcher:
         self.client = client
         self.waker = waker
         self.clock = clock
-        self.pool = ThreadPoolExecutor(
-            max_workers=settings.delivery_concurrency, thread_name_prefix="delivery"
-        )
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.client.close()
 
     def drain(self, budget_seconds: float = DRAIN_SECONDS) -> DrainStats:
         """Send due deliveries until none are left or the budget is spent, then return."""
         stats = DrainStats()
-        in_flight: dict[Future[Sent], ClaimedDelivery] = {}
+        in_flight: dict[Future[HttpResult], InFlight] = {}
         lanes: Counter[str] = Counter()
         deadline = time.monotonic() + budget_seconds
         refresh_at = 0.0
@@ -79,7 +76,8 @@ class Dispatcher:
 
         def launch(claimed: list[ClaimedDelivery]) -> None:
             for item in claimed:
-                in_flight[self.pool.submit(send, self.client, item, self.clock)] = item
+                attempt = start(self.client, item, self.clock)
+                in_flight[attempt.future] = attempt
                 lanes[item.lane] += 1
 
         with self.session_factory() as session:
@@ -131,9 +129,9 @@ class Dispatcher:
                 done, _ = wait(list(in_flight), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
                 if not done:
                     continue
-                finished = [future.result() for future in done]
+                finished = [in_flight[future].outcome() for future in done]
                 for future in done:
-                    lane = in_flight.pop(future).lane
+                    lane = in_flight.pop(future).claimed.lane
                     lanes[lane] -= 1
                     if lanes[lane] <= 0:
                         del lanes[lane]  # ad-hoc URLs are many; keep only lanes in flight

@@ -51,6 +51,7 @@ class ClaimedDelivery:
     callback_failing: bool = True
     # When the event was raised (for a job event: when the job finished).
     raised_at: datetime | None = None
+    tenant_id: uuid.UUID | None = None
 
     @property
     def lane(self) -> str:
@@ -207,6 +208,7 @@ def claim_deliveries(
                 headers=dict(callback.headers) if callback is not None else {},
                 callback_failing=callback is not None and callback.consecutive_failures > 0,
                 raised_at=message.created_at,
+                tenant_id=row.tenant_id,
             )
         )
     for status in set(stopped.values()):

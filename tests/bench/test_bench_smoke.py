@@ -85,6 +85,8 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
         "delivery_worker_rss_mb_after",
         "sweep_nothing_due_ms",
         "sweep_due_ms",
+        "claim_due_ms",
+        "claim_due_batch",
     )
     assert backlog["redis_deliveries_llen"] == 0  # the backlog waits in Postgres, not in Redis
     assert backlog["due_lost"] == 0

@@ -85,11 +85,11 @@ class FaultStack(Stack):
         with ThreadPoolExecutor(8) as pool:
             return list(pool.map(one, range(count)))
 
-    def sql(self, statement: str) -> list:
+    def sql(self, statement: str, **params: object) -> list:
         engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg2://"))
         try:
             with engine.begin() as conn:
-                result = conn.execute(text(statement))
+                result = conn.execute(text(statement), params)
                 return list(result) if result.returns_rows else []
         finally:
             engine.dispose()
