@@ -38,6 +38,7 @@ USER_AGENT = "Boomerang-Webhooks/0.1"
 # Resolved (and checked) addresses are reused this long; a name that changes its answers is
 # checked again after that, and a connection always goes to an address that was checked.
 DNS_CACHE_SECONDS = 10
+CHECKED_URLS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class OutboundClient:
         self.settings = settings
         self.pool_size = pool_size
         self._sessions = _Sessions()
+        self._checked: dict[str, str | None] = {}  # used on the loop thread only
         weakref.finalize(self, self._sessions.close)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
@@ -181,13 +183,9 @@ class OutboundClient:
                 f"({self.settings.max_payload_bytes})",
                 "too_large",
             )
-        try:
-            host = check_url_shape(url, self.settings)
-            if literal_ip(host) is not None:
-                # aiohttp skips the resolver for an address literal: check it here instead.
-                resolve_host(host, 0, self.settings)
-        except BlockedUrl as exc:
-            return failed(str(exc), "blocked")
+        refused = self._refusal(url)
+        if refused is not None:
+            return failed(refused, "blocked")
         try:
             async with self._client_session().post(
                 url, data=body, headers=headers, allow_redirects=False
@@ -213,6 +211,22 @@ class OutboundClient:
             return failed(f"timed out after {elapsed:.1f} s", "timeout")
         except (aiohttp.ClientError, OSError) as exc:
             return failed(_describe(exc), "connection")
+
+    def _refusal(self, url: str) -> str | None:
+        """Why the URL's shape (or its address literal) is refused, or None. Pure for a given
+        URL and settings, so remembered: the same few URLs come by thousands of times."""
+        if url not in self._checked:
+            if len(self._checked) >= CHECKED_URLS_KEPT:
+                self._checked.clear()
+            try:
+                host = check_url_shape(url, self.settings)
+                if literal_ip(host) is not None:
+                    # aiohttp skips the resolver for an address literal: check it here instead.
+                    resolve_host(host, 0, self.settings)
+                self._checked[url] = None
+            except BlockedUrl as exc:
+                self._checked[url] = str(exc)
+        return self._checked[url]
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         limit = self.settings.response_body_limit_bytes
