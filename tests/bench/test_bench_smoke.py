@@ -72,11 +72,13 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
     positive(noisy, "healthy_per_second", "healthy_p50_ms", "healthy_p99_ms")
 
     ingest = scenarios["ingest"]
-    for figures in (ingest["boomerang"], ingest["trivial_flask"]):
+    for figures in (ingest["boomerang"], ingest["boomerang_with_workers"], ingest["trivial_flask"]):
         assert figures["errors"] == 0
         positive(figures, "per_second", "p50_ms", "p99_ms")
-    assert ingest["boomerang"]["lost"] == 0
-    assert ingest["boomerang"]["unique_ids"] == ingest["boomerang"]["accepted"]
+    # Every accepted job, paused workers or not, ran and its event arrived once.
+    events = ingest["events"]
+    assert events["lost"] == 0 and events["duplicates"] == 0
+    assert events["unique_ids"] == events["accepted"] == events["jobs_with_event"]
 
     backlog = scenarios["backlog"]
     positive(

@@ -86,7 +86,7 @@ class Stack:
             **os.environ,
             **self.env,
             "BOOMERANG_WEB_PORT": str(self.web_port),
-            "BOOMERANG_WEB_WORKERS": "2",
+            "BOOMERANG_WEB_WORKERS": self.env.get("BOOMERANG_WEB_WORKERS", "2"),
             # This stack's processes add up their metrics together, apart from any other stack's.
             "BOOMERANG_METRICS_DIR": str(self.log_dir / "metrics"),
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
