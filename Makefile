@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run migrate test lint format clean
+.PHONY: install chromium run migrate test lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,20 @@ run: install
 migrate: install
 	$(BIN)/boomerang migrate
 
-test: install
+# The portal's browser tests drive Debian's Chromium; Playwright never downloads a browser. As root
+# it is installed when missing; otherwise those tests are skipped (and fail, as in .ci/run, under
+# REQUIRE_BROWSER_TESTS=1).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium for the browser tests"; \
+	    apt-get install -y -qq chromium >/dev/null || \
+	      { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  else \
+	    echo "/usr/bin/chromium is missing: the browser tests will be skipped"; \
+	  fi; }
+
+test: install chromium
 	scripts/ensure-services
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import ratelimit, request_ids, security_headers, web
+from app import portal, ratelimit, request_ids, security_headers, web
 from app.api import Api, callbacks, deliveries, health, jobs, keys, metrics, redirects
 from app.db import make_engine, make_session_factory
 from app.errors import register_error_handlers
@@ -59,5 +59,6 @@ def build_app(
     for module in (callbacks, jobs, deliveries, health, redirects, keys):
         api.register_blueprint(module.blp)
     app.register_blueprint(metrics.blp)  # for Prometheus, not tenants: kept out of the OpenAPI
+    portal.init_app(app, settings)  # the tenant portal's HTML pages, under /portal
     register_error_handlers(app)
     return app

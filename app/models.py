@@ -264,3 +264,14 @@ class DeliveryAttempt(Base):
     created_at: Mapped[datetime] = _created_at()
 
     delivery: Mapped[Delivery] = relationship(back_populates="attempts")
+
+
+class ServerSecret(Base):
+    """A secret the whole installation shares, made on first use when no setting provides it
+    (the portal's session-signing key), so every web process and host signs alike."""
+
+    __tablename__ = "server_secret"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created_at()

@@ -119,6 +119,12 @@ def _parse_token(raw: str) -> str:
     return raw
 
 
+def _parse_secret_key(raw: str) -> str:
+    if raw and (len(raw) < 32 or any(char.isspace() for char in raw)):
+        raise ValueError("expected at least 32 characters and no spaces")
+    return raw
+
+
 def _parse_url(schemes: set[str]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         parts = urlsplit(raw)
@@ -454,6 +460,23 @@ SETTINGS: tuple[Setting, ...] = (
         "token",
         "When set, `/metrics` and `boomerang metrics` answer only `Authorization: Bearer <token>`.",
     ),
+    Setting(
+        "BOOMERANG_SECRET_KEY",
+        "secret_key",
+        "",
+        _parse_secret_key,
+        "secret (32+ characters)",
+        "Signs the portal's session cookies; the same on every web process. Empty: one is made "
+        "once and kept in Postgres, so every process and host shares it.",
+    ),
+    Setting(
+        "BOOMERANG_PORTAL_SESSION_SECONDS",
+        "portal_session_seconds",
+        "43200",
+        _parse_positive_int,
+        "seconds",
+        "How long a portal sign-in lasts before the API key must be entered again.",
+    ),
 )
 
 _KNOWN = {setting.env for setting in SETTINGS}
@@ -511,6 +534,8 @@ class Settings:
     metrics_dir: str
     metrics_token: str = dataclasses.field(repr=False)
     flower_basic_auth: str = dataclasses.field(repr=False)
+    secret_key: str = dataclasses.field(repr=False)
+    portal_session_seconds: int = 43200
     flower_address: str = "127.0.0.1"
 
     @classmethod

@@ -1,0 +1,17 @@
+"""The tenant portal at /portal: server-rendered pages over the same services as the API."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from config.settings import Settings
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register the portal and its cookie session on ``app``."""
+    # The views register themselves on the blueprint when imported.
+    from app.portal import account, callbacks, dashboard, deliveries, jobs, sessions  # noqa: F401
+    from app.portal.blueprint import bp
+
+    sessions.init_app(app, settings)
+    app.register_blueprint(bp)

@@ -1,0 +1,143 @@
+"""HTML forms in, the API's own input schemas out.
+
+A form is turned into the JSON body the API would have received and loaded with the same
+marshmallow schema, then handed to the same service, so the portal can never accept what the API
+refuses (the URL guard's SSRF rules and the header rules live in the service, and both answer here
+as they do there). Errors come back as one message per form field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+from werkzeug.datastructures import MultiDict
+
+from app.errors import ApiError
+from app.models import Callback
+from app.schemas import CallbackCreateSchema, CallbackRecoverQuerySchema, CallbackUpdateSchema
+
+
+class FormInvalid(Exception):
+    """The form has errors, by field name."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _messages(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [message for nested in value.values() for message in _messages(nested)]
+    if isinstance(value, list | tuple):
+        return [message for item in value for message in _messages(item)]
+    return [str(value)]
+
+
+def field_errors(errors: Mapping[str, Any]) -> dict[str, str]:
+    """Schema or ApiError errors (``{field: [...]}`` or ``{location: {field: [...]}}``) as one
+    message per field."""
+    flat: dict[str, str] = {}
+    for name, value in errors.items():
+        if name in {"json", "query", "form"} and isinstance(value, Mapping):
+            flat.update(field_errors(value))
+        else:
+            flat[name] = "; ".join(_messages(value))
+    return flat
+
+
+def errors_of(exc: ApiError) -> dict[str, str]:
+    """The fields an ApiError names, or its message under ``_form`` when it names none."""
+    return field_errors(exc.errors) if exc.errors else {"_form": exc.message}
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """``Name: value`` lines; blank lines are skipped."""
+    headers: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise FormInvalid({"headers": f"line {number} is not 'Name: value'"})
+        if name.strip() in headers:
+            raise FormInvalid({"headers": f"{name.strip()!r} is named twice"})
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def format_headers(headers: Mapping[str, str]) -> str:
+    """The textarea's text for ``headers``."""
+    return "\n".join(f"{name}: {value}" for name, value in headers.items())
+
+
+@dataclass
+class CallbackForm:
+    """What the callback form shows: the values to fill in and the errors to point at."""
+
+    url: str = ""
+    event_types: list[str] = field(default_factory=list)
+    description: str = ""
+    success_status: str = ""
+    headers: str = ""
+    format: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(cls, form: MultiDict[str, str]) -> CallbackForm:
+        """The values as sent, to show again beside their errors."""
+        return cls(
+            url=form.get("url", "").strip(),
+            event_types=form.getlist("event_types"),
+            description=form.get("description", "").strip(),
+            success_status=form.get("success_status", "").strip(),
+            headers=form.get("headers", ""),
+            format=form.get("format", ""),
+        )
+
+    @classmethod
+    def from_callback(cls, callback: Callback) -> CallbackForm:
+        """The values a callback has now, for its edit form."""
+        return cls(
+            url=callback.url,
+            event_types=list(callback.event_types),
+            description=callback.description or "",
+            success_status=str(callback.success_status or ""),
+            headers=format_headers(callback.headers or {}),
+            format=callback.format,
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body the API would receive for this form; every field is sent, so clearing
+        one (the description, the success status, the headers) clears it."""
+        body: dict[str, Any] = {
+            "url": self.url,
+            "event_types": self.event_types,
+            "description": self.description or None,
+            "success_status": self.success_status or None,
+            "headers": parse_headers(self.headers),
+        }
+        if self.format:
+            body["format"] = self.format
+        return body
+
+    def load(self, *, creating: bool) -> dict[str, Any]:
+        """The body, validated by the API's create or update schema; FormInvalid otherwise."""
+        schema = CallbackCreateSchema() if creating else CallbackUpdateSchema(partial=True)
+        try:
+            return schema.load(self.body())
+        except ValidationError as exc:
+            raise FormInvalid(field_errors(exc.normalized_messages())) from None
+
+
+def load_recover_since(form: MultiDict[str, str]) -> Any:
+    """A recovery form's ``since`` (a UTC date and time), read as the API's query reads it."""
+    raw = form.get("since", "").strip()
+    try:
+        return CallbackRecoverQuerySchema().load({"since": raw})["since"]
+    except ValidationError as exc:
+        raise FormInvalid(field_errors(exc.normalized_messages())) from None

@@ -1,0 +1,193 @@
+"""The portal in a real browser on the real stack: sign in, register a callback with the form, see
+a job's delivery arrive with the receiver's answer, retry it, and stay inside one's own tenant;
+then the same pages at phone width."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+from standardwebhooks.webhooks import Webhook
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+# Deliveries go through Celery and the retry schedule: give them time; nothing waits in sleeps.
+ARRIVAL_MS = 30_000
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def api(stack, api_key: str, method: str, path: str, **kwargs) -> requests.Response:
+    headers = {"Authorization": f"Bearer {api_key}", **kwargs.pop("headers", {})}
+    return requests.request(method, stack.base_url + path, headers=headers, timeout=10, **kwargs)
+
+
+def submit_job(stack, api_key: str, **input_) -> str:
+    response = api(stack, api_key, "POST", "/v1/jobs", json={"type": "echo", "input": input_})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def acme(stack):
+    return stack.create_tenant("acme")
+
+
+@pytest.fixture(scope="module")
+def desktop(browser, stack):
+    context = browser.new_context(viewport=DESKTOP, base_url=stack.base_url)
+    context.set_default_timeout(10_000)
+    yield context
+    context.close()
+
+
+def sign_in(page: Page, api_key: str) -> None:
+    page.goto("/portal/")
+    expect(page).to_have_url(re.compile(r"/portal/sign-in$"))
+    page.get_by_label("API key").fill(api_key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="At a glance")).to_be_visible()
+
+
+def test_a_tenant_follows_a_job_to_its_delivery_and_retries_it(
+    stack, acme, desktop, receiver, artifacts
+):
+    receiver.answer("/hook", 200, body=b'{"received":"by the portal test"}')
+    page = desktop.new_page()
+
+    # 1. Sign in with the API key.
+    sign_in(page, acme["api_key"])
+
+    # 2. Register a callback to the local receiver through the form.
+    page.get_by_role("link", name="Callbacks").click()
+    page.get_by_role("link", name="Register a callback").click()
+    page.get_by_label("URL").fill(receiver.url("/hook"))
+    expect(page.get_by_label("job.succeeded")).to_be_checked()
+    page.get_by_label("Body format").select_option("envelope")
+    page.get_by_role("button", name="Register").click()
+    expect(page.get_by_role("heading", level=1, name=receiver.url("/hook"))).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("Callback registered")
+    page.screenshot(path=artifacts / "portal-callback-desktop.png", full_page=True)
+    page.get_by_role("button", name="Reveal secret").click()
+    secret = page.locator("#secret").inner_text().strip()
+    assert secret.startswith("whsec_")
+
+    # 3. A job through the JSON API.
+    job_id = submit_job(stack, acme["api_key"], order=17)
+
+    # 4. The delivery shows up with the receiver's answer (the job page refreshes itself).
+    page.goto(f"/portal/jobs/{job_id}")
+    delivery_link = page.locator("table.deliveries a").first
+    expect(delivery_link).to_be_visible(timeout=ARRIVAL_MS)
+    expect(page.locator("table.deliveries .badge")).to_have_text("succeeded", timeout=ARRIVAL_MS)
+    delivery_link.click()
+    expect(page).to_have_url(re.compile(r"/portal/deliveries/[0-9a-f-]{36}$"))
+    delivery_url = page.url
+    attempt = page.locator("[data-attempt]")
+    expect(attempt).to_have_count(1)
+    expect(attempt.locator(".response-status")).to_have_text("200")
+    expect(attempt.locator(".response-body")).to_have_text('{"received":"by the portal test"}')
+    attempt.get_by_text("Request headers").click()
+    expect(attempt.locator("pre").first).to_contain_text("webhook-signature: <redacted>")
+    (first,) = receiver.received("/hook")
+    payload = Webhook(secret).verify(first.body, first.headers)  # the revealed secret signs
+    assert payload["data"]["id"] == job_id
+    page.screenshot(path=artifacts / "portal-delivery-desktop.png", full_page=True)
+
+    # 5. Retry: a second attempt appears (the page refreshes while the delivery is pending).
+    page.get_by_role("button", name="Retry").click()
+    expect(page.get_by_role("status")).to_contain_text("Sending again now.")
+    expect(attempt).to_have_count(2, timeout=ARRIVAL_MS)
+    expect(page.locator("#delivery-status")).to_have_text("succeeded", timeout=ARRIVAL_MS)
+    second = receiver.wait_for(2, "/hook")[1]
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+
+    # 6. Another tenant's delivery is a 404 in the browser.
+    globex = stack.create_tenant("globex")
+    registered = api(
+        stack, globex["api_key"], "POST", "/v1/callbacks", json={"url": receiver.url("/globex")}
+    )
+    assert registered.status_code == 201, registered.text
+    their_job = submit_job(stack, globex["api_key"], order=18)
+    receiver.wait_for(1, "/globex")
+    (theirs,) = api(stack, globex["api_key"], "GET", f"/v1/jobs/{their_job}/deliveries").json()[
+        "data"
+    ]
+    for path in (
+        f"/portal/deliveries/{theirs['id']}",
+        f"/portal/jobs/{their_job}",
+        f"/portal/callbacks/{registered.json()['id']}",
+    ):
+        response = page.goto(path)
+        assert response is not None and response.status == 404, path
+        expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+        expect(page.locator("main")).not_to_contain_text("/globex")
+
+    # Our own delivery page still opens: the 404s were about ownership, not the session.
+    assert page.goto(delivery_url).status == 200
+
+    # Something to see on the dashboard: a receiver that fails each event once.
+    receiver.answer("/flaky", 503, 200, per_message=True, body=b'{"busy":true}')
+    flaky = api(
+        stack, acme["api_key"], "POST", "/v1/callbacks", json={"url": receiver.url("/flaky")}
+    )
+    assert flaky.status_code == 201, flaky.text
+    flaky_jobs = [submit_job(stack, acme["api_key"], order=100 + n) for n in range(4)]
+    for flaky_job in flaky_jobs:
+        # A job's page reloads itself until its deliveries are settled.
+        page.goto(f"/portal/jobs/{flaky_job}")
+        expect(page.locator("table.deliveries .badge")).to_have_count(2, timeout=ARRIVAL_MS)
+        expect(page.locator("table.deliveries .badge-pending")).to_have_count(0, timeout=ARRIVAL_MS)
+    assert len(receiver.received("/flaky")) == 8
+
+    # 7. The dashboard, as a screenshot.
+    page.goto("/portal/")
+    card = page.locator("article.health", has_text=receiver.url("/hook"))
+    expect(card.locator('[data-figure="success-rate"]')).to_have_text("100.0 %")
+    flaky_card = page.locator("article.health", has_text=receiver.url("/flaky"))
+    expect(flaky_card.locator('[data-figure="success-rate"]')).to_have_text("50.0 %")
+    expect(card.locator("svg.chart")).to_have_count(2)
+    page.screenshot(path=artifacts / "portal-dashboard-desktop.png", full_page=True)
+    page.close()
+
+
+MAIN_PAGES = ["/portal/", "/portal/callbacks", "/portal/jobs", "/portal/deliveries"]
+
+
+def test_the_main_pages_fit_a_phone_screen(stack, acme, browser, artifacts):
+    phone = browser.new_context(
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        base_url=stack.base_url,
+        # Layout is the stylesheet's alone; without the script, a page about work in progress
+        # does not reload itself in the middle of being measured.
+        java_script_enabled=False,
+    )
+    try:
+        page = phone.new_page()
+        sign_in(page, acme["api_key"])
+        pages = [*MAIN_PAGES, "/portal/callbacks/new"]
+        # One detail page of each kind, from what the first test made.
+        for listing in ("/portal/callbacks", "/portal/jobs", "/portal/deliveries"):
+            page.goto(listing)
+            links = page.locator("main table a")
+            if links.count():
+                pages.append(links.first.get_attribute("href") or listing)
+        assert len(pages) == len(MAIN_PAGES) + 4, pages
+        for path in pages:
+            response = page.goto(path)
+            assert response is not None and response.status == 200, path
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at phone width"
+            if "/deliveries/" in path:
+                page.screenshot(path=artifacts / "portal-delivery-phone.png", full_page=True)
+        page.goto("/portal/")
+        page.screenshot(path=artifacts / "portal-dashboard-phone.png", full_page=True)
+    finally:
+        phone.close()

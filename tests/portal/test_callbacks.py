@@ -1,0 +1,252 @@
+"""The callback pages: register, edit, enable and disable, secrets, test events, recovery. Each
+form goes through the API's schema and service, so it refuses what the API refuses."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app import create_app
+from app.models import Callback, Delivery, DeliveryStatus, Message
+from app.services.events import CALLBACK_TEST
+from tests.factories import make_callback, make_delivery
+from tests.portal.conftest import Portal
+
+
+def stored_callbacks(db_session) -> list[Callback]:
+    db_session.expire_all()
+    return list(db_session.scalars(select(Callback)))
+
+
+def register(portal: Portal, **fields):
+    data = {"event_types": ["job.succeeded", "job.failed"], "format": "envelope", **fields}
+    return portal.post("/portal/callbacks/new", data, page="/portal/callbacks/new")
+
+
+def test_it_registers_a_callback_through_the_form(signed_in, db_session, receiver, tenant):
+    response = register(
+        signed_in,
+        url=receiver.url("/hook"),
+        event_types=["job.succeeded", "job.progress"],
+        description="orders",
+        success_status="201",
+        headers="X-Team: payments\n\nAuthorization: Bearer abc",
+    )
+
+    assert response.status_code == 303
+    (callback,) = stored_callbacks(db_session)
+    assert response.headers["Location"].endswith(f"/portal/callbacks/{callback.id}")
+    assert callback.tenant_id == tenant[0].id
+    assert callback.url == receiver.url("/hook")
+    assert callback.event_types == ["job.succeeded", "job.progress"]
+    assert callback.description == "orders"
+    assert callback.success_status == 201
+    assert callback.headers == {"X-Team": "payments", "Authorization": "Bearer abc"}
+    assert (callback.format, callback.format_version) == ("envelope", 1)
+    assert callback.enabled
+    page = signed_in.text(f"/portal/callbacks/{callback.id}")
+    assert "Callback registered" in page
+    assert receiver.url("/hook") in signed_in.text("/portal/callbacks")
+
+
+def test_the_new_callback_form_offers_every_format_and_the_default_events(signed_in):
+    page = signed_in.text("/portal/callbacks/new")
+
+    assert '<option value="envelope" selected>' in page
+    assert '<option value="cloudevents" >' in page
+    assert 'value="job.succeeded"\n      checked' in page
+    assert 'value="job.progress"\n      >' in page
+
+
+def test_it_registers_a_cloudevents_callback(signed_in, db_session, receiver):
+    register(signed_in, url=receiver.url("/ce"), format="cloudevents")
+
+    (callback,) = stored_callbacks(db_session)
+    assert (callback.format, callback.format_version) == ("cloudevents", 1)
+
+
+def test_it_refuses_what_the_url_guard_refuses(settings, db_session, tenant):
+    strict = create_app(
+        settings.replace(allow_private_networks=False), session_factory=lambda: db_session
+    )
+    db_session.commit()
+    portal = Portal(strict.test_client())
+    portal.sign_in(tenant[1])
+
+    response = register(portal, url="http://169.254.169.254/latest/meta-data")
+
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "Nothing was saved" in page
+    assert 'aria-describedby="url-error"' in page
+    assert "http://169.254.169.254/latest/meta-data" in page  # kept in the form to correct
+    assert stored_callbacks(db_session) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"url": "ftp://example.com/hook"}, "url", "Not a valid URL"),
+        ({"url": ""}, "url", "Not a valid URL"),
+        ({"event_types": []}, "event_types", "Shorter than minimum length 1"),
+        ({"event_types": ["job.exploded"]}, "event_types", "unknown event type"),
+        ({"format": "xml"}, "format", "Must be one of"),
+        ({"success_status": "99"}, "success_status", "greater than or equal to 100"),
+        ({"success_status": "ok"}, "success_status", "Not a valid integer"),
+        ({"headers": "Host: evil.example"}, "headers", "cannot be set on a callback"),
+        ({"headers": "webhook-id: x"}, "headers", "cannot be set on a callback"),
+        ({"headers": "no colon here"}, "headers", "is not &#39;Name: value&#39;"),
+        ({"description": "nul\x00byte"}, "description", "NUL"),
+    ],
+)
+def test_it_refuses_what_the_api_refuses_naming_the_field(
+    signed_in, db_session, receiver, fields, field, message
+):
+    response = register(signed_in, **{"url": receiver.url("/hook"), **fields})
+
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert f'id="{field}-error"' in page
+    assert message in page
+    assert stored_callbacks(db_session) == []
+
+
+def test_it_edits_the_url_events_format_and_clears_optional_fields(
+    signed_in, db_session, tenant, receiver
+):
+    callback = make_callback(
+        db_session,
+        tenant[0],
+        receiver.url("/old"),
+        description="old",
+        success_status=201,
+        headers={"X-Old": "1"},
+    )
+    form = signed_in.text(f"/portal/callbacks/{callback.id}/edit")
+    assert receiver.url("/old") in form and "X-Old: 1" in form
+
+    response = signed_in.post(
+        f"/portal/callbacks/{callback.id}/edit",
+        {
+            "url": receiver.url("/new"),
+            "event_types": ["job.failed"],
+            "format": "cloudevents",
+            "description": "",
+            "success_status": "",
+            "headers": "",
+        },
+    )
+
+    assert response.status_code == 303
+    (saved,) = stored_callbacks(db_session)
+    assert saved.url == receiver.url("/new")
+    assert saved.event_types == ["job.failed"]
+    assert (saved.format, saved.format_version) == ("cloudevents", 1)
+    assert (saved.description, saved.success_status, saved.headers) == (None, None, {})
+    assert saved.secret == callback.secret
+
+
+def test_an_edit_the_api_would_refuse_changes_nothing(settings, db_session, tenant):
+    strict = create_app(
+        settings.replace(allow_private_networks=False), session_factory=lambda: db_session
+    )
+    callback = make_callback(db_session, tenant[0], "https://example.com/hook")
+    db_session.commit()
+    portal = Portal(strict.test_client())
+    portal.sign_in(tenant[1])
+
+    response = portal.post(
+        f"/portal/callbacks/{callback.id}/edit",
+        {"url": "http://127.0.0.1/admin", "event_types": ["job.failed"], "format": "cloudevents"},
+    )
+
+    assert response.status_code == 422
+    (saved,) = stored_callbacks(db_session)
+    assert saved.url == "https://example.com/hook"
+    assert saved.event_types == ["job.succeeded", "job.failed"]
+    assert saved.format == "envelope"
+
+
+def test_it_disables_and_enables_a_callback(signed_in, db_session, tenant):
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+
+    signed_in.post(f"/portal/callbacks/{callback.id}/disable")
+    (saved,) = stored_callbacks(db_session)
+    assert not saved.enabled
+    assert saved.disabled_reason == "disabled by the tenant"
+    assert "Disabled: disabled by the tenant" in signed_in.text(f"/portal/callbacks/{callback.id}")
+
+    signed_in.post(f"/portal/callbacks/{callback.id}/enable")
+    (saved,) = stored_callbacks(db_session)
+    assert saved.enabled and saved.disabled_reason is None
+
+
+def test_the_secret_is_hidden_until_revealed_on_purpose(signed_in, db_session, tenant):
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+
+    page = signed_in.text(f"/portal/callbacks/{callback.id}")
+    assert callback.secret not in page
+    assert "Reveal secret" in page
+
+    response = signed_in.post(f"/portal/callbacks/{callback.id}/secret")
+
+    assert response.status_code == 200
+    assert callback.secret in response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_rotating_shows_both_secrets_while_the_old_one_still_signs(signed_in, db_session, tenant):
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    old = callback.secret
+
+    response = signed_in.post(f"/portal/callbacks/{callback.id}/rotate-secret")
+
+    assert response.status_code == 303
+    (saved,) = stored_callbacks(db_session)
+    assert saved.secret != old and saved.previous_secret == old
+    page = signed_in.text(f"/portal/callbacks/{callback.id}")
+    assert "Secret rotated" in page
+    assert old not in page and saved.secret not in page
+    revealed = signed_in.post(f"/portal/callbacks/{callback.id}/secret").get_data(as_text=True)
+    assert saved.secret in revealed and old in revealed
+
+
+def test_it_sends_a_test_event_and_shows_its_delivery(signed_in, db_session, tenant, sent_tasks):
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    sent_tasks.clear()
+
+    response = signed_in.post(f"/portal/callbacks/{callback.id}/test")
+
+    assert response.status_code == 303
+    delivery = db_session.scalar(select(Delivery).where(Delivery.callback_id == callback.id))
+    assert response.headers["Location"].endswith(f"/portal/deliveries/{delivery.id}")
+    assert db_session.get(Message, delivery.message_id).event_type == CALLBACK_TEST
+    assert [t.name for t in sent_tasks] == ["boomerang.deliver"]
+    assert "Test event queued" in signed_in.text(f"/portal/deliveries/{delivery.id}")
+
+
+def test_it_recovers_failed_deliveries_since_a_moment(signed_in, db_session, tenant, sent_tasks):
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    failed = make_delivery(db_session, callback)
+    failed.status = DeliveryStatus.FAILED
+    db_session.commit()
+    sent_tasks.clear()
+
+    response = signed_in.post(
+        f"/portal/callbacks/{callback.id}/recover", {"since": "2000-01-01T00:00"}
+    )
+
+    assert response.status_code == 303
+    db_session.expire_all()
+    assert db_session.get(Delivery, failed.id).status == DeliveryStatus.PENDING
+    assert [t.name for t in sent_tasks] == ["boomerang.deliver"]
+    assert "1 failed delivery queued" in signed_in.text(f"/portal/callbacks/{callback.id}")
+
+
+def test_a_recovery_without_a_valid_moment_is_refused(signed_in, db_session, tenant):
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+
+    response = signed_in.post(f"/portal/callbacks/{callback.id}/recover", {"since": "yesterday"})
+
+    assert response.status_code == 422
+    assert 'id="since-error"' in response.get_data(as_text=True)

@@ -1,0 +1,74 @@
+"""What every portal page is made of: its headers, its static files, nothing inline, a phone-width
+viewport."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.factories import make_callback
+
+PAGES = [
+    "/portal/",
+    "/portal/callbacks",
+    "/portal/callbacks/new",
+    "/portal/jobs",
+    "/portal/deliveries",
+]
+
+
+@pytest.mark.parametrize("page", [*PAGES, "/portal/sign-in"])
+def test_every_page_is_uncacheable_framed_by_nobody_and_loads_only_its_own_files(signed_in, page):
+    response = signed_in.client.get(page, follow_redirects=True)
+
+    assert response.status_code == 200
+    headers = response.headers
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    html = response.get_data(as_text=True)
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    # The policy refuses inline code, so none may be there to break.
+    assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []
+    assert " style=" not in html
+    assert "<style" not in html
+
+
+def test_the_callback_page_has_nothing_inline_either(signed_in, db_session, tenant):
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+
+    html = signed_in.text(f"/portal/callbacks/{callback.id}")
+
+    assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []
+    assert " style=" not in html and " onclick=" not in html
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/portal/static/portal/portal.css", "text/css"),
+        ("/portal/static/portal/portal.js", "text/javascript"),
+    ],
+)
+def test_the_static_files_are_served_from_the_package_without_a_session(client, path, content_type):
+    response = client.get(path)
+    response.close()  # a file response holds the file open until closed
+
+    assert response.status_code == 200
+    assert response.mimetype == content_type
+    assert "no-store" not in response.headers.get("Cache-Control", "")
+    assert not response.headers.getlist("Set-Cookie")
+
+
+def test_the_api_keeps_its_own_headers(client, auth):
+    response = client.get("/v1/jobs", headers=auth)
+
+    assert response.headers["Content-Security-Policy"] == (
+        "default-src 'none'; frame-ancestors 'none'"
+    )
