@@ -367,7 +367,7 @@ class Bench:
         return {
             "target_per_second": round(per_second, 1),
             "deliveries": len(sent),
-            **speed(len(first), seconds, latencies),
+            **speed(len(latencies), seconds, latencies),
             **{k: v for k, v in tally.items() if k in ("duplicates", "lost")},
         }
 

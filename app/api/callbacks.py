@@ -40,14 +40,7 @@ class Callbacks(MethodView):
     @blp.response(201, CallbackWithSecretSchema)
     def post(self, body):
         """Register a callback URL; the answer shows its signing secret this once."""
-        callback = service.create_callback(
-            db(),
-            current_tenant(),
-            body,
-            settings(),
-            format=body.get("format"),
-            format_version=body.get("format_version"),
-        )
+        callback = service.create_callback(db(), current_tenant(), body, settings())
         db().commit()
         return callback
 
@@ -70,15 +63,7 @@ class CallbackById(MethodView):
     @blp.alt_response(404, schema=ErrorSchema, description=NO_SUCH_CALLBACK)
     def patch(self, body, callback_id: uuid.UUID):
         """Change a callback's URL, event types, body format, headers or any other field."""
-        callback = service.update_callback(
-            db(),
-            current_tenant(),
-            callback_id,
-            body,
-            settings(),
-            format=body.get("format"),
-            format_version=body.get("format_version"),
-        )
+        callback = service.update_callback(db(), current_tenant(), callback_id, body, settings())
         db().commit()
         return callback
 

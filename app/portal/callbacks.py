@@ -52,14 +52,7 @@ def new_callback() -> Any:
     form = CallbackForm.from_request(request.form)
     try:
         body = form.load(creating=True)
-        callback = service.create_callback(
-            db(),
-            current_tenant(),
-            body,
-            settings(),
-            format=body.get("format"),
-            format_version=body.get("format_version"),
-        )
+        callback = service.create_callback(db(), current_tenant(), body, settings())
     except (FormInvalid, ApiError) as exc:
         db().rollback()
         form.errors = exc.errors if isinstance(exc, FormInvalid) else errors_of(exc)
@@ -111,15 +104,7 @@ def edit_callback(callback_id: uuid.UUID) -> Any:
     form = CallbackForm.from_request(request.form)
     try:
         body = form.load(creating=False)
-        service.update_callback(
-            db(),
-            tenant,
-            callback_id,
-            body,
-            settings(),
-            format=body.get("format"),
-            format_version=body.get("format_version"),
-        )
+        service.update_callback(db(), tenant, callback_id, body, settings())
     except (FormInvalid, ApiError) as exc:
         db().rollback()
         form.errors = exc.errors if isinstance(exc, FormInvalid) else errors_of(exc)

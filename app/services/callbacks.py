@@ -93,13 +93,12 @@ def create_callback(
     tenant: Tenant,
     fields: dict[str, Any],
     settings: Settings,
-    *,
-    format: str | None = None,
-    format_version: int | None = None,
 ) -> Callback:
-    """Register a callback URL for ``tenant`` with a fresh signing secret, pinned to ``format``
-    (the envelope by default) at ``format_version`` (by default the format's newest)."""
-    pinned_format, pinned_version = _pinned_format(format or formats.DEFAULT_FORMAT, format_version)
+    """Register a callback URL for ``tenant`` with a fresh signing secret, pinned to its
+    ``format`` (the envelope by default) at ``format_version`` (by default the newest)."""
+    pinned_format, pinned_version = _pinned_format(
+        fields.get("format") or formats.DEFAULT_FORMAT, fields.get("format_version")
+    )
     callback = Callback(
         id=uuid.uuid4(),
         tenant_id=tenant.id,
@@ -143,9 +142,6 @@ def update_callback(
     callback_id: uuid.UUID,
     fields: dict[str, Any],
     settings: Settings,
-    *,
-    format: str | None = None,
-    format_version: int | None = None,
 ) -> Callback:
     """Change the given fields; re-enabling clears the reason it was disabled.
 
@@ -154,7 +150,8 @@ def update_callback(
     field back must not upgrade what the receiver gets.
     """
     callback = get_callback(session, tenant, callback_id)
-    wanted_format = format or callback.format
+    wanted_format = fields.get("format") or callback.format
+    format_version = fields.get("format_version")
     if format_version is not None or wanted_format != callback.format:
         callback.format, callback.format_version = _pinned_format(wanted_format, format_version)
     if "url" in fields:

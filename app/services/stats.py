@@ -138,21 +138,28 @@ class StatusCounts:
 
 def status_counts(session: Session, tenant: Tenant, since: datetime) -> StatusCounts:
     """Jobs and deliveries created since ``since``, counted by status."""
-    jobs = dict.fromkeys((status.value for status in JobStatus), 0)
-    for job_status, count in session.execute(
-        select(Job.status, func.count())
-        .where(Job.tenant_id == tenant.id, Job.created_at >= since)
-        .group_by(Job.status)
+    return StatusCounts(
+        since=since,
+        jobs=_count_by_status(session, Job, JobStatus, tenant, since),
+        deliveries=_count_by_status(session, Delivery, DeliveryStatus, tenant, since),
+    )
+
+
+def _count_by_status(
+    session: Session,
+    model: type[Job] | type[Delivery],
+    statuses: type[JobStatus] | type[DeliveryStatus],
+    tenant: Tenant,
+    since: datetime,
+) -> dict[str, int]:
+    counts = dict.fromkeys((status.value for status in statuses), 0)
+    for status, count in session.execute(
+        select(model.status, func.count())
+        .where(model.tenant_id == tenant.id, model.created_at >= since)
+        .group_by(model.status)
     ):
-        jobs[JobStatus(job_status).value] = count
-    deliveries = dict.fromkeys((status.value for status in DeliveryStatus), 0)
-    for delivery_status, count in session.execute(
-        select(Delivery.status, func.count())
-        .where(Delivery.tenant_id == tenant.id, Delivery.created_at >= since)
-        .group_by(Delivery.status)
-    ):
-        deliveries[DeliveryStatus(delivery_status).value] = count
-    return StatusCounts(since=since, jobs=jobs, deliveries=deliveries)
+        counts[statuses(status).value] = count
+    return counts
 
 
 class BadCursor(ValueError):

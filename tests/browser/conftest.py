@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATABASE_PREFIX, make_settings, recreate_database, worker_number
-from tests.e2e.stack import REPO, RedisServer, Stack
+from tests.e2e.stack import QUICK_ENV, REPO, RedisServer, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -24,18 +24,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO / "artifacts"
 
-BROWSER_ENV = {
-    "BOOMERANG_ALLOW_PRIVATE_NETWORKS": "true",
-    "BOOMERANG_RETRY_SCHEDULE": "1,1,2",
-    "BOOMERANG_RETRY_JITTER": "0",
-    "BOOMERANG_CONNECT_TIMEOUT_SECONDS": "1",
-    "BOOMERANG_READ_TIMEOUT_SECONDS": "2",
-    "BOOMERANG_DELIVERY_LEASE_SECONDS": "10",
-    "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "5",
-    "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
-    "BOOMERANG_REQUEUE_AFTER_SECONDS": "5",
-    "BOOMERANG_LOG_FORMAT": "text",
-}
+BROWSER_ENV = {**QUICK_ENV, "BOOMERANG_LOG_FORMAT": "text"}
 
 
 @pytest.fixture(scope="module")

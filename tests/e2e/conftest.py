@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import make_settings, recreate_database, worker_number
-from tests.e2e.stack import Stack
+from tests.e2e.stack import QUICK_ENV, Stack
 
 
 @pytest.fixture(scope="module")
@@ -13,15 +13,7 @@ def stack(worker_id, tmp_path_factory):
     env = {
         "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/boomerang_e2e_{number}",
         "REDIS_URL": f"redis://127.0.0.1:6379/{8 + number}",
-        "BOOMERANG_ALLOW_PRIVATE_NETWORKS": "true",
-        "BOOMERANG_RETRY_SCHEDULE": "1,1,2",
-        "BOOMERANG_RETRY_JITTER": "0",
-        "BOOMERANG_CONNECT_TIMEOUT_SECONDS": "1",
-        "BOOMERANG_READ_TIMEOUT_SECONDS": "2",
-        "BOOMERANG_DELIVERY_LEASE_SECONDS": "10",
-        "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "5",
-        "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
-        "BOOMERANG_REQUEUE_AFTER_SECONDS": "5",
+        **QUICK_ENV,
     }
     recreate_database(
         make_settings(

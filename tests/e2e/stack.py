@@ -16,6 +16,18 @@ import redis
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
+# Settings for a stack under test: local receivers allowed, short retries and timeouts.
+QUICK_ENV = {
+    "BOOMERANG_ALLOW_PRIVATE_NETWORKS": "true",
+    "BOOMERANG_RETRY_SCHEDULE": "1,1,2",
+    "BOOMERANG_RETRY_JITTER": "0",
+    "BOOMERANG_CONNECT_TIMEOUT_SECONDS": "1",
+    "BOOMERANG_READ_TIMEOUT_SECONDS": "2",
+    "BOOMERANG_DELIVERY_LEASE_SECONDS": "10",
+    "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "5",
+    "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
+    "BOOMERANG_REQUEUE_AFTER_SECONDS": "5",
+}
 BIN = Path(sys.executable).parent
 
 

@@ -17,18 +17,6 @@ from workers.delivery import deliver
 from workers.http import OutboundClient
 
 
-@pytest.fixture
-def http(settings):
-    client = OutboundClient(settings)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def owner(tenant):
-    return tenant[0]
-
-
 def publish(db_session, owner, callback=None, url=None, data=None):
     (delivery,) = events.publish(
         db_session,

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import contextlib
 
-import pytest
-import redis
 from sqlalchemy import func, select
 
 from app.models import Delivery, DeliveryAttempt, DeliveryStatus
 from tests.factories import make_callback, make_delivery
 from workers.dispatch import Dispatcher
 from workers.http import OutboundClient
-from workers.wake import HELP_KEY, WAKE_KEY, Waker
-
-
-@pytest.fixture
-def wakes(settings):
-    sent: list[str] = []
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(WAKE_KEY, HELP_KEY)
-    yield Waker(settings.redis_url, lambda: sent.append("wake")), sent
-    client.delete(WAKE_KEY, HELP_KEY)
-    client.close()
 
 
 def dispatcher(db_session, settings, waker, **changes) -> Dispatcher:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
@@ -15,19 +14,6 @@ from app.models import Delivery
 from app.services import events
 from tests.factories import make_callback, make_job
 from workers.delivery import deliver
-from workers.http import OutboundClient
-
-
-@pytest.fixture
-def http(settings):
-    client = OutboundClient(settings)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def owner(tenant):
-    return tenant[0]
 
 
 def content_type(headers: dict[str, str]) -> str:

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import redis
 
-from workers.wake import HELP_KEY, WAKE_KEY, Waker
-
-
-@pytest.fixture
-def wakes(settings):
-    sent: list[str] = []
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(WAKE_KEY, HELP_KEY)
-    yield Waker(settings.redis_url, lambda: sent.append("wake")), sent
-    client.delete(WAKE_KEY, HELP_KEY)
-    client.close()
+from workers.wake import WAKE_KEY, Waker
 
 
 def test_many_wakes_before_a_drain_starts_send_one_message(wakes):
