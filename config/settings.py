@@ -250,7 +250,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         _parse_positive_int,
         "seconds",
-        "A due item that was enqueued but not picked up this long ago is enqueued again.",
+        "A queued job enqueued this long ago and not yet picked up is enqueued again.",
     ),
     Setting(
         "BOOMERANG_DELIVERY_LEASE_SECONDS",
