@@ -40,7 +40,14 @@ _SENDER = "boomerang.task_sender"
 def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     """An engine for the configured database; pre-ping drops connections Postgres closed."""
     url = make_url(settings.database_url).set(drivername="postgresql+psycopg2")
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": 10,
+        "max_overflow": 20,
+        # A failed statement's parameters (a callback's headers, a receiver's answer) must not
+        # end up in a logged exception.
+        "hide_parameters": True,
+    }
     options.update(kwargs)
     return create_engine(url, **options)
 

@@ -29,6 +29,11 @@ def on_starting(_server: object) -> None:
     enable_multiprocess(_settings.metrics_dir)
 
 
-def child_exit(_server: object, worker: Any) -> None:
+def child_exit(server: Any, worker: Any) -> None:
     """A worker exited: drop its live gauges (its counters stay in the totals)."""
-    forget_process(worker.pid)
+    try:
+        forget_process(worker.pid)
+    except Exception:
+        # This runs in gunicorn's master: an error here (a full disk, a damaged file) would stop
+        # the whole web process over a metric.
+        server.log.exception("could not fold the metrics of worker %s", worker.pid)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -245,12 +246,13 @@ def record(
         level = logging.DEBUG if outcome.succeeded else logging.INFO
         if not log.isEnabledFor(level):
             continue
+        # The host, not the URL: some receivers carry their own secret in the path or query.
         with bind_log_context(delivery_id=one.claimed.id, tenant_id=one.claimed.tenant_id):
             log.log(
                 level,
                 "delivery %s to %s: %s",
                 one.claimed.id,
-                one.claimed.url,
+                urlsplit(one.claimed.url).hostname,
                 "ok" if outcome.succeeded else outcome.error,
             )
     return records

@@ -17,10 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import is_connection_error
 from app.services.attempts import ClaimedDelivery, claim_deliveries, has_due_deliveries
 from config.settings import Settings
 from workers.delivery import InFlight, record, start, utcnow
@@ -71,8 +69,9 @@ class Dispatcher:
         in_flight: dict[Future[HttpResult], InFlight] = {}
         lanes: Counter[str] = Counter()
         deadline = time.monotonic() + budget_seconds
-        refresh_at = 0.0
-        claim_failure: DBAPIError | None = None
+        refresh_at = help_at = 0.0
+        handed_over = False
+        claim_failure: Exception | None = None
 
         def launch(claimed: list[ClaimedDelivery]) -> None:
             for item in claimed:
@@ -92,60 +91,76 @@ class Dispatcher:
                     )
                     session.commit()
                     return claimed
-                except DBAPIError as exc:
+                except Exception as exc:
                     session.rollback()
-                    if not is_connection_error(exc):
-                        raise
-                    # Finish what is in flight and record it first; the task retries after.
+                    # Record what is in flight first, then fail (a database outage retries the
+                    # task): those POSTs were made, and dropping them would send them again.
                     claim_failure = exc
                     return []
 
-            while True:
-                now = time.monotonic()
-                if now >= refresh_at:
-                    self.waker.draining()
-                    refresh_at = now + 1.0
-                room = self.settings.delivery_concurrency - len(in_flight)
-                if room > 0 and now < deadline:
-                    want = min(room, self.settings.delivery_batch_size)
-                    claimed = claim(want)
-                    launch(claimed)
-                    if len(claimed) == want:
-                        self.waker.ask_for_help()  # more is due than this process can take
-                if not in_flight:
-                    if claim_failure is not None:
-                        raise claim_failure
-                    if time.monotonic() >= deadline:
+            try:
+                while True:
+                    now = time.monotonic()
+                    if now >= deadline and not handed_over:
+                        # Out of time: take no more work, and let a fresh drain take what is
+                        # due now rather than after this one's slowest attempts come back.
                         self._hand_over(session)
-                        break
-                    # Nothing due, nothing in flight. Clear the key, then look once more: work
-                    # committed after this look will find the key gone and send its own wake.
-                    self.waker.about_to_stop()
-                    last = claim(self.settings.delivery_batch_size)
-                    if not last:
-                        break
-                    self.waker.draining()
-                    launch(last)
-                done, _ = wait(list(in_flight), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-                if not done:
-                    continue
-                finished = [in_flight[future].outcome() for future in done]
-                for future in done:
-                    lane = in_flight.pop(future).claimed.lane
-                    lanes[lane] -= 1
-                    if lanes[lane] <= 0:
-                        del lanes[lane]  # ad-hoc URLs are many; keep only lanes in flight
-                records = record(session, self.settings, finished, self.clock)
-                stats.batches += 1
-                stats.attempts += len(records)
-                stats.succeeded += sum(1 for r in records if r.succeeded)
+                        handed_over = True
+                    if not handed_over and now >= refresh_at:
+                        self.waker.draining()
+                        refresh_at = now + 1.0
+                    room = self.settings.delivery_concurrency - len(in_flight)
+                    if room <= 0 and not handed_over and now >= help_at:
+                        self.waker.ask_for_help()  # every slot busy: let an idle process in
+                        help_at = now + 1.0
+                    if room > 0 and not handed_over:
+                        want = min(room, self.settings.delivery_batch_size)
+                        claimed = claim(want)
+                        launch(claimed)
+                        if len(claimed) == want:
+                            self.waker.ask_for_help()  # more is due than this one can take
+                    if not in_flight:
+                        if claim_failure is not None:
+                            raise claim_failure
+                        if handed_over:
+                            break
+                        # Nothing due, nothing in flight. Clear the key, then look once more:
+                        # work committed after this look finds the key gone and sends a wake.
+                        self.waker.about_to_stop()
+                        last = claim(self.settings.delivery_batch_size)
+                        if not last:
+                            if claim_failure is not None:
+                                raise claim_failure
+                            break
+                        self.waker.draining()
+                        launch(last)
+                    done, _ = wait(
+                        list(in_flight), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED
+                    )
+                    if not done:
+                        continue
+                    finished = [in_flight[future].outcome() for future in done]
+                    for future in done:
+                        lane = in_flight.pop(future).claimed.lane
+                        lanes[lane] -= 1
+                        if lanes[lane] <= 0:
+                            del lanes[lane]  # ad-hoc URLs are many; keep only lanes in flight
+                    records = record(session, self.settings, finished, self.clock)
+                    stats.batches += 1
+                    stats.attempts += len(records)
+                    stats.succeeded += sum(1 for r in records if r.succeeded)
+            except BaseException:
+                # Whatever stopped this drain, it no longer holds the key: the next wake or
+                # sweep must not wait for the key to expire.
+                self.waker.about_to_stop()
+                raise
         return stats
 
     def _hand_over(self, session: Session) -> None:
-        # The budget is spent: if work is still due, wake a fresh drain (maybe this process
-        # again, after the other messages waiting on its queues).
+        # Clear the key first, then look: work committed after the look finds the key gone and
+        # sends its own wake; work committed before it is seen here and woken for.
+        self.waker.about_to_stop()
         due = has_due_deliveries(session, self.clock())
         session.commit()
-        self.waker.about_to_stop()
         if due:
             self.waker.wake()

@@ -18,7 +18,6 @@ replaces spent more time switching than sending). Callers on other threads eithe
 from __future__ import annotations
 
 import asyncio
-import codecs
 import concurrent.futures
 import contextlib
 import os
@@ -194,7 +193,7 @@ class OutboundClient:
                 return HttpResult(
                     status=response.status,
                     headers=dict(response.headers),
-                    body=content.decode(_codec(response.charset), errors="replace"),
+                    body=_text(content, response.charset),
                     body_truncated=truncated,
                     duration_ms=int((time.monotonic() - started) * 1000),
                 )
@@ -245,12 +244,13 @@ class OutboundClient:
         return content, False
 
 
-def _codec(name: str | None) -> str:
-    # The charset comes from the receiver; one Python does not know must not fail the attempt.
+def _text(content: bytes, charset: str | None) -> str:
+    # The charset comes from the receiver: one Python does not know, or a bytes codec such as
+    # base64 that is no text encoding at all, must not fail the attempt.
     try:
-        return codecs.lookup(name or "utf-8").name
+        return content.decode(charset or "utf-8", errors="replace")
     except LookupError:
-        return "utf-8"
+        return content.decode("utf-8", errors="replace")
 
 
 def _describe(exc: BaseException) -> str:

@@ -272,6 +272,8 @@ _SETTLE = text(
         succeeded_at timestamptz, next_attempt_at timestamptz
     )
     WHERE delivery.id = outcome.id AND delivery.lease_id = outcome.lease_id
+      -- cancelled (its callback deleted) while the attempt was under way: it stays cancelled
+      AND delivery.status = 'pending'
     RETURNING delivery.id
     """
 )
@@ -314,9 +316,11 @@ def record_attempts(
     # Not ours any more: held by another worker now (log the attempt anyway) or deleted with its
     # tenant while we were sending (nothing left to log it against).
     not_ours = {claimed.id for claimed, _ in outcomes} - ours
-    gone = not_ours - set(
-        session.scalars(select(Delivery.id).where(Delivery.id.in_(not_ours))) if not_ours else ()
+    # KEY SHARE: a tenant deleted between this look and the INSERT would fail the whole batch.
+    still_there = (
+        select(Delivery.id).where(Delivery.id.in_(not_ours)).with_for_update(key_share=True)
     )
+    gone = not_ours - set(session.scalars(still_there) if not_ours else ())
     attempts = [
         {
             "id": uuid.uuid4(),

@@ -193,3 +193,24 @@ def test_concurrent_claimers_never_lease_the_same_delivery(committed, settings):
     assert len(claims[0]) == 20
     assert sum(len(ids) for ids in claims) == len(made)  # nobody leased a delivery twice
     assert set().union(*claims) == made
+
+
+def test_an_attempt_in_flight_when_its_callback_is_deleted_leaves_the_delivery_cancelled(
+    db_session, settings, tenant
+):
+    from app.services.callbacks import delete_callback
+
+    now = datetime.now(UTC)
+    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:1/a")
+    (delivery,) = deliveries_to(db_session, callback, 1, now)
+    (claimed,) = claim_deliveries(db_session, now, settings, limit=1)
+    delete_callback(db_session, tenant[0], callback.id)
+    # The POST was made meanwhile and failed with retries left: it is logged, but the delivery
+    # must not come back as pending, to be sent later to the removed URL as if it were ad hoc.
+    failed = outcome(now, succeeded=False)
+    assert record_attempts(db_session, [(claimed, failed)], settings) == set()
+    db_session.expire_all()
+    stored = db_session.get(Delivery, delivery.id)
+    assert stored.status == DeliveryStatus.CANCELLED
+    assert len(stored.attempts) == 1
+    assert claim_deliveries(db_session, now + timedelta(hours=1), settings, limit=10) == []

@@ -280,10 +280,12 @@ def test_a_disabled_callback_fails_its_pending_delivery_without_sending(
     [
         ({"headers": {"Content-Type": "text/plain; charset=bogus"}, "body": b"caf\xe9"}, 200),
         ({"body": b"nul \x00 inside"}, 200),
+        # A bytes-to-bytes codec is no text encoding: read as UTF-8 rather than fail.
+        ({"headers": {"Content-Type": "text/plain; charset=base64"}, "body": b"ok"}, 200),
         # Not valid HTTP: the parser refuses it, so it is a failed attempt, logged with why.
         ({"headers": {"X-Odd": "a\x00b"}}, None),
     ],
-    ids=["unknown charset", "NUL in body", "NUL in header"],
+    ids=["unknown charset", "NUL in body", "bytes codec charset", "NUL in header"],
 )
 def test_whatever_the_receiver_answers_the_attempt_is_recorded(
     db_session, settings, owner, receiver, http, answer, expected_status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from sqlalchemy import func, select
 
 from app.models import Delivery, DeliveryAttempt, DeliveryStatus
@@ -90,3 +91,30 @@ def test_a_drain_out_of_time_leaves_the_work_to_a_new_wake(
     assert stats.attempts == 0
     assert receiver.received("/hook") == []
     assert sent == ["wake"]
+
+
+def test_a_drain_that_fails_lets_go_of_the_wake_key(
+    db_session, settings, tenant, receiver, wakes, monkeypatch
+):
+    import redis
+
+    from workers import dispatch
+    from workers.wake import WAKE_KEY
+
+    waker, _ = wakes
+    callback = make_callback(db_session, tenant[0], receiver.url("/hook"))
+    make_delivery(db_session, callback)
+    db_session.commit()
+
+    def broken_claim(*_args, **_kwargs):
+        raise RuntimeError("a bug in the claim")
+
+    monkeypatch.setattr(dispatch, "claim_deliveries", broken_claim)
+    drain = dispatcher(db_session, settings, waker)
+    try:
+        with pytest.raises(RuntimeError):
+            drain.drain()
+    finally:
+        drain.close()
+    # Held, the key would stop every wake and sweep until it expired.
+    assert redis.Redis.from_url(settings.redis_url).exists(WAKE_KEY) == 0
