@@ -227,7 +227,6 @@ class Delivery(Base):
     # Attempts made in the current retry run; a manual retry starts a run of one.
     attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

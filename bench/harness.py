@@ -105,9 +105,9 @@ WITH plan AS (
     FROM plan
 )
 INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status, attempt_count,
-                      next_attempt_at, enqueued_at, created_at)
+                      next_attempt_at, created_at)
 SELECT gen_random_uuid(), plan.tenant_id, plan.message_id, plan.callback_id, callback.url,
-       'pending', 0, now() + plan.ord * interval '1 microsecond', now(), now()
+       'pending', 0, now() + plan.ord * interval '1 microsecond', now()
 FROM plan JOIN callback ON callback.id = plan.callback_id
 RETURNING message_id
 """
@@ -734,10 +734,9 @@ class Bench:
                     FROM generate_series(1, :n) RETURNING id
                 ), d AS (
                     INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status,
-                        attempt_count, next_attempt_at, enqueued_at, last_attempt_at, created_at)
+                        attempt_count, next_attempt_at, last_attempt_at, created_at)
                     SELECT gen_random_uuid(), :t, m.id, :c, :url, 'pending', 1,
-                        now() + interval '1 hour' + random() * interval '1 hour', now(), now(),
-                        now()
+                        now() + interval '1 hour' + random() * interval '1 hour', now(), now()
                     FROM m RETURNING id
                 )
                 INSERT INTO delivery_attempt (id, delivery_id, attempted_at, request_headers,

@@ -360,7 +360,6 @@ def recover_callback(
                 # One more attempt each, as for a manual retry: a recovery, not a new schedule.
                 attempt_count=len(settings.retry_schedule),
                 next_attempt_at=now,
-                enqueued_at=now,
             )
             .returning(Delivery.id)
         )

@@ -72,7 +72,6 @@ def retry_delivery(
         # The last slot of the schedule: a failure ends it as failed again, without new retries.
         delivery.attempt_count = len(settings.retry_schedule)
     delivery.next_attempt_at = now
-    delivery.enqueued_at = now
     session.flush()
     wake_deliveries(session)
     return delivery

@@ -112,7 +112,6 @@ def publish(
         delivery.status = DeliveryStatus.PENDING
         delivery.attempt_count = 0
         delivery.next_attempt_at = now
-        delivery.enqueued_at = now
         session.add(delivery)
     if deliveries:
         wake_deliveries(session)
