@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import TaskCall, make_engine, make_session_factory
+from app.services.events import DELIVER_TASK, DELIVERIES_QUEUE
 from app.url_guard import announce_network_policy
 from config.settings import Settings
 from workers.dispatch import Dispatcher
@@ -29,8 +30,6 @@ from workers.wake import Waker
 log = logging.getLogger(__name__)
 
 JOBS_QUEUE = "jobs"
-DELIVERIES_QUEUE = "deliveries"
-DELIVER_TASK = "boomerang.deliver"
 MAINTENANCE_QUEUE = "maintenance"
 
 

@@ -230,14 +230,6 @@ def claim_deliveries(
     return claimed
 
 
-def claim_delivery(
-    session: Session, delivery_id: uuid.UUID, now: datetime, settings: Settings
-) -> ClaimedDelivery | None:
-    """Lease one due delivery; None when it is not due, not pending, or another worker holds it."""
-    claimed = claim_deliveries(session, now, settings, limit=1, only=[delivery_id])
-    return claimed[0] if claimed else None
-
-
 @dataclass(frozen=True)
 class AttemptRecord:
     """One attempt's outcome, as the delivery pipeline classified it."""
@@ -374,13 +366,6 @@ def _note_callback_health(
             ordered[-1].attempted_at,
             settings,
         )
-
-
-def record_attempt(
-    session: Session, claimed: ClaimedDelivery, record: AttemptRecord, settings: Settings
-) -> None:
-    """Log one attempt; see ``record_attempts``."""
-    record_attempts(session, [(claimed, record)], settings)
 
 
 def has_due_deliveries(session: Session, now: datetime) -> bool:

@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 from app import create_app
 from app.models import Callback, Delivery, DeliveryStatus, Message
 from app.services import events
-from app.services.attempts import claim_delivery
+from app.services.attempts import claim_deliveries
 from app.services.callbacks import signing_secrets
 from tests.api.conftest import delivery_ids_of, run_job, submit_job
 from tests.conftest import error_fields
@@ -389,7 +389,7 @@ def test_a_delivery_prepared_after_rotation_is_signed_with_the_new_and_the_old_s
     delivery = publish_to(db_session, owner, callback)
     now = datetime.now(UTC)
 
-    claimed = claim_delivery(db_session, delivery.id, now, settings)
+    (claimed,) = claim_deliveries(db_session, now, settings, limit=1, only=[delivery.id])
 
     assert claimed is not None
     assert claimed.secrets == (new_secret, created["secret"])

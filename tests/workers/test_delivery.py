@@ -362,18 +362,18 @@ def test_a_tenant_deleted_while_its_delivery_is_sent_leaves_nothing_to_crash_on(
     db_session, settings, owner, receiver
 ):
     from app.models import Tenant
-    from app.services.attempts import claim_delivery, record_attempt
+    from app.services.attempts import claim_deliveries, record_attempts
     from workers.delivery import build_headers, classify, utcnow
 
     callback = make_callback(db_session, owner, receiver.url("/hook"))
     delivery = publish(db_session, owner, callback)
-    claimed = claim_delivery(db_session, delivery.id, utcnow(), settings)
+    (claimed,) = claim_deliveries(db_session, utcnow(), settings, limit=1, only=[delivery.id])
     db_session.commit()
     result = OutboundClient(settings).post(claimed.url, claimed.body.encode(), {})
     db_session.delete(db_session.get(Tenant, owner.id))
     db_session.commit()
 
     record = classify(claimed, build_headers(claimed, utcnow()), result, utcnow(), settings)
-    record_attempt(db_session, claimed, record, settings)
+    record_attempts(db_session, [(claimed, record)], settings)
     db_session.commit()
     assert reload(db_session, delivery.id) is None
