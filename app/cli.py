@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -59,15 +60,14 @@ def up(procfile: Path) -> None:
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
-    from app.metrics_files import prepare_metrics_dir
+    from app.metrics.files import prepare_metrics_dir
     from app.migrate import upgrade_database
 
     settings = load_settings()
     upgrade_database(settings)
     prepare_metrics_dir(settings.metrics_dir)
     processes = parse_procfile(procfile.read_text()).processes
-    web_port = os.environ.get("BOOMERANG_WEB_PORT", "8000")
-    flower_port = os.environ.get("BOOMERANG_FLOWER_PORT", "5555")
+    web_port, flower_port = settings.web_port, settings.flower_port
     click.echo(f"API      http://127.0.0.1:{web_port}/v1")
     click.echo(f"Docs     http://127.0.0.1:{web_port}/docs")
     click.echo(f"OpenAPI  http://127.0.0.1:{web_port}/openapi.json")
@@ -77,14 +77,57 @@ def up(procfile: Path) -> None:
         flower_host = f"[{flower_host}]"
     flower_login = "" if settings.flower_basic_auth else " (login: the 'flower login' line below)"
     click.echo(f"Flower   http://{flower_host}:{flower_port}/{flower_login}")
+    click.echo(f"Streams  http://127.0.0.1:{web_port}/stream/v1/...")
+    # One origin, as behind a production proxy: the front takes the API's port and routes
+    # /stream/ to the stream process and the rest to gunicorn, which listens on a spare port.
+    gunicorn_port = _spare_port(settings.web_host)
     manager = Manager()
     for name, command in processes.items():
         if name != "release":
-            manager.add_process(
-                name, command, quiet=False, env=dict(os.environ), cwd=str(procfile.parent)
-            )
+            env = dict(os.environ)
+            if name == "web":
+                env["BOOMERANG_WEB_PORT"] = str(gunicorn_port)
+            manager.add_process(name, command, quiet=False, env=env, cwd=str(procfile.parent))
+    front = (
+        f"boomerang front --host {settings.web_host} --port {web_port} "
+        f"--web http://127.0.0.1:{gunicorn_port} "
+        f"--stream http://127.0.0.1:{settings.stream_port}"
+    )
+    manager.add_process("front", front, quiet=False, env=dict(os.environ), cwd=str(procfile.parent))
     manager.loop()
     sys.exit(manager.returncode)
+
+
+@main.command()
+def stream() -> None:
+    """Serve long polls, job event streams and the event feed (under /stream) on
+    BOOMERANG_STREAM_HOST:BOOMERANG_STREAM_PORT."""
+    from app.logs import configure_logging
+    from app.stream.server import run
+
+    settings = load_settings()
+    configure_logging(settings)
+    run(settings)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, required=True, help="Port to listen on.")
+@click.option("--web", "web_url", required=True, help="gunicorn's URL, e.g. http://127.0.0.1:8002")
+@click.option("--stream", "stream_url", required=True, help="The stream process's URL.")
+def front(host: str, port: int, web_url: str, stream_url: str) -> None:
+    """Serve the API and the stream process on one origin (what `boomerang up` runs; in
+    production your proxy does this)."""
+    from app.stream.front import run
+
+    run(host, port, web_url, stream_url)
+
+
+def _spare_port(host: str) -> int:
+    """A port nothing listens on right now, on ``host``."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 @main.group()
@@ -220,9 +263,9 @@ def key_revoke(prefix_or_id: str) -> None:
     Unlike the API, this revokes a tenant's last active key too: an operator may lock a
     tenant out on purpose.
     """
+    from app.clock import utcnow
     from app.errors import NotFound
     from app.services.tenants import find_api_key, revoke_api_key
-    from workers.delivery import utcnow
 
     with _session() as session:
         try:
@@ -244,9 +287,9 @@ def _celery(argv: list[str]) -> None:
 @click.option(
     "--queue",
     "-Q",
-    type=click.Choice(["jobs", "deliveries", "maintenance"]),
+    metavar="QUEUE",
     multiple=True,
-    help="Queues to consume; default: all three.",
+    help="A queue to consume: jobs, deliveries or maintenance (repeat for more); default: all.",
 )
 @click.option(
     "--supervise/--no-supervise",
@@ -257,9 +300,22 @@ def _celery(argv: list[str]) -> None:
 @click.pass_context
 def worker(ctx: click.Context, queue: tuple[str, ...], supervise: bool) -> None:
     """Run a Celery worker; extra options go to ``celery worker``."""
-    load_settings()  # fail fast, before any process is started, on a bad setting
-    queues = ",".join(queue or ("jobs", "deliveries", "maintenance"))
-    argv = ["worker", "-Q", queues, *ctx.args]
+    from app.queues import DELIVERIES_QUEUE, QUEUES
+
+    settings = load_settings()  # fail fast, before any process is started, on a bad setting
+    unknown = sorted(set(queue) - set(QUEUES))
+    if unknown:
+        raise click.BadParameter(
+            f"{unknown[0]!r} is not a queue; choose from {', '.join(QUEUES)}", param_hint="-Q"
+        )
+    queues = queue or QUEUES
+    argv = ["worker", "-Q", ",".join(queues), *ctx.args]
+    if not {"-c", "--concurrency"} & {arg.partition("=")[0] for arg in ctx.args}:
+        # A delivery process keeps hundreds of attempts in flight; a job process runs one job.
+        processes = (
+            settings.delivery_processes if DELIVERIES_QUEUE in queues else settings.job_concurrency
+        )
+        argv += ["--concurrency", str(processes)]
     if not supervise:
         _celery(argv)
         return
@@ -286,11 +342,14 @@ def flower(ctx: click.Context) -> None:
     process list as a command-line argument would.
     """
     settings = load_settings()
-    port = os.environ.get("BOOMERANG_FLOWER_PORT", "5555")
+    port = settings.flower_port
     basic_auth = settings.flower_basic_auth
     if not basic_auth:
         basic_auth = f"admin:{secrets.token_urlsafe(24)}"
         click.echo(f"flower login: {basic_auth}", err=True)
+    from workers.flower_login import require_login_everywhere
+
+    require_login_everywhere()
     _celery(
         [
             "flower",
@@ -318,7 +377,7 @@ def metrics(port: int, address: str) -> None:
     /metrics only, so they are not counted once per machine. BOOMERANG_METRICS_TOKEN, when set,
     is required here too.
     """
-    from app.metrics_server import serve_metrics
+    from app.metrics.server import serve_metrics
 
     settings = load_settings()
     if not settings.metrics_token and address not in {"127.0.0.1", "::1", "localhost"}:
@@ -338,35 +397,6 @@ def metrics(port: int, address: str) -> None:
 @click.option("--status", default=200, show_default=True, help="HTTP status to answer with.")
 def receiver(port: int, secret: str | None, status: int) -> None:
     """A local callback receiver for trying Boomerang out: prints each delivery it gets."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from app.receiver import serve
 
-    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            verdict = "signature not checked (no --secret)"
-            if secret:
-                try:
-                    Webhook(secret).verify(body, dict(self.headers))
-                    verdict = "signature verified"
-                except WebhookVerificationError as exc:
-                    verdict = f"SIGNATURE REJECTED: {exc}"
-            click.echo(
-                f"POST {self.path}  webhook-id={self.headers.get('webhook-id')}  "
-                f"{verdict}\n{body.decode(errors='replace')}\n",
-                nl=True,
-            )
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    click.echo(f"listening on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
-    with (
-        ThreadingHTTPServer(("127.0.0.1", port), Handler) as server,
-        contextlib.suppress(KeyboardInterrupt),
-    ):
-        server.serve_forever()
+    serve(port, status=status, secret=secret)

@@ -1,7 +1,8 @@
-"""Engine, session factory and the after-commit task outbox.
+"""Engine, session factory, and the one after-commit hook.
 
 Tasks are registered on the session and sent only once its transaction commits, so a worker never
-wakes up for a row it cannot see yet, and a rolled-back request enqueues nothing.
+wakes up for a row it cannot see yet, and a rolled-back request enqueues nothing. Anything else
+that must happen only if the change is in Postgres (counting a metric) rides the same hook.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ TaskSender = Callable[[Sequence[TaskCall]], None]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-_PENDING = "boomerang.pending_tasks"
+_PENDING_TASKS = "boomerang.pending_tasks"
+_PENDING_CALLS = "boomerang.after_commit"
 _SENDER = "boomerang.task_sender"
 
 
@@ -60,10 +62,15 @@ def make_session_factory(bind: Any, sender: TaskSender | None) -> sessionmaker[S
 def enqueue_after_commit(session: Session, name: str, *args: Any, queue: str) -> None:
     """Send task ``name`` with ``args`` once this session's transaction commits (once, however
     many times the same call is registered)."""
-    pending = session.info.setdefault(_PENDING, [])
+    pending = session.info.setdefault(_PENDING_TASKS, [])
     call = TaskCall(name, args, queue)
     if call not in pending:
         pending.append(call)
+
+
+def after_commit(session: Session, call: Callable[..., None], *args: Any) -> None:
+    """Call ``call(*args)`` once this session's transaction commits; never if it rolls back."""
+    session.info.setdefault(_PENDING_CALLS, []).append((call, args))
 
 
 def set_task_sender(session: Session, sender: TaskSender | None) -> None:
@@ -72,20 +79,23 @@ def set_task_sender(session: Session, sender: TaskSender | None) -> None:
 
 
 @event.listens_for(Session, "after_commit")
-def _send_pending_tasks(session: Session) -> None:
+def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released; the real commit is still to come
-    calls = session.info.pop(_PENDING, [])
+    calls = session.info.pop(_PENDING_TASKS, [])
     sender = session.info.get(_SENDER)
     if calls and sender is not None:
         sender(calls)
+    for call, args in session.info.pop(_PENDING_CALLS, []):
+        call(*args)
 
 
 @event.listens_for(Session, "after_rollback")
-def _drop_pending_tasks(session: Session) -> None:
+def _after_rollback(session: Session) -> None:
     if session.in_nested_transaction():
         return  # only a savepoint rolled back; what was registered before it still stands
-    session.info.pop(_PENDING, None)
+    session.info.pop(_PENDING_TASKS, None)
+    session.info.pop(_PENDING_CALLS, None)
 
 
 def is_connection_error(exc: BaseException) -> bool:

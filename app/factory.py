@@ -1,4 +1,4 @@
-"""Assemble the Flask app: settings, database, Celery producer, API blueprints, errors."""
+"""Assemble the Flask app: settings, database, a send-only Celery producer, blueprints, errors."""
 
 from __future__ import annotations
 
@@ -6,21 +6,33 @@ from typing import Any
 
 from flask import Flask
 
-from app import portal, ratelimit, request_ids, security_headers, web
-from app.api import Api, callbacks, deliveries, health, jobs, keys, metrics, redirects
+from app import portal, web
+from app.announce import Announcer, install_announcer
+from app.api import (
+    Api,
+    callbacks,
+    deliveries,
+    health,
+    jobs,
+    keys,
+    metrics,
+    redirects,
+    tenant,
+)
 from app.db import make_engine, make_session_factory
 from app.errors import register_error_handlers
+from app.jobtypes import load_job_modules
+from app.queues import Producer
+from app.web import api_docs, ratelimit, request_ids, security_headers
 from config.settings import Settings
-from workers.jobs import load_job_modules
 
 API_KEY_SCHEME = "bearerAuth"
 
 
-def build_app(
-    settings: Settings | None = None, *, session_factory: Any = None, celery: Any = None
-) -> Flask:
+def build_app(settings: Settings | None = None, *, session_factory: Any = None) -> Flask:
     """See ``app.create_app``. Tests pass their own ``session_factory``."""
     settings = settings or Settings.from_env()
+    # The API validates job types against the registry; the web never runs them.
     load_job_modules(settings.job_modules)
 
     app = Flask(__name__)
@@ -32,7 +44,6 @@ def build_app(
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         API_SPEC_OPTIONS={
             "info": {
                 "description": "Start slow work over HTTP; get the signed result POSTed to "
@@ -42,21 +53,19 @@ def build_app(
         },
     )
 
-    engine = None
     if session_factory is None:
-        from workers.celery_app import create_celery, task_sender
-
-        celery = celery or create_celery(settings)
-        engine = make_engine(settings)
-        session_factory = make_session_factory(engine, task_sender(celery))
-    web.init_app(app, web.WebContext(settings, engine, session_factory, celery))
+        # A producer only: the web sends tasks and wakes, and holds no worker resources.
+        session_factory = make_session_factory(make_engine(settings), Producer(settings).sender())
+        install_announcer(session_factory, Announcer(settings.redis_url))
+    web.init_app(app, web.WebContext(settings, session_factory))
     ratelimit.init_app(app, settings)
     security_headers.init_app(app)
+    api_docs.init_app(app)  # before Api(app), which reads where Swagger UI's files are
     request_ids.init_app(app)
 
     api = Api(app)
     api.spec.components.security_scheme(API_KEY_SCHEME, {"type": "http", "scheme": "bearer"})
-    for module in (callbacks, jobs, deliveries, health, redirects, keys):
+    for module in (callbacks, jobs, deliveries, health, redirects, keys, tenant):
         api.register_blueprint(module.blp)
     app.register_blueprint(metrics.blp)  # for Prometheus, not tenants: kept out of the OpenAPI
     portal.init_app(app, settings)  # the tenant portal's HTML pages, under /portal

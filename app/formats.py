@@ -12,8 +12,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.events import webhook_id
 from app.models import Callback, Message
-from app.services.events import webhook_id
 
 ENVELOPE = "envelope"
 CLOUDEVENTS = "cloudevents"
@@ -85,14 +85,6 @@ def format_names() -> tuple[str, ...]:
 def versions_of(format_name: str) -> list[int]:
     """The released versions of a format, oldest first; empty for an unknown format."""
     return sorted(version for name, version in RENDERERS if name == format_name)
-
-
-def current_version(format_name: str) -> int:
-    """The version a callback choosing this format now is pinned to: the newest released."""
-    versions = versions_of(format_name)
-    if not versions:
-        raise UnknownFormat(f"unknown format {format_name!r}")
-    return versions[-1]
 
 
 def renderer_for(format_name: str, version: int) -> Renderer:

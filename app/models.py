@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     String,
@@ -26,7 +28,22 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import UserDefinedType
+
+
+class Xid8(UserDefinedType[int]):
+    """Postgres's 64-bit transaction id, as ``pg_current_xact_id()`` gives it."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "xid8"
+
+
+# So that reflection (Alembic's comparison of models and migrations) knows the type.
+postgresql_base.ischema_names.setdefault("xid8", Xid8)
 
 
 class Base(DeclarativeBase):
@@ -35,6 +52,11 @@ class Base(DeclarativeBase):
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+
+
+def _tenant_fk(index: bool = True) -> Mapped[uuid.UUID]:
+    # A tenant's rows go with it: deleting a tenant deletes everything it owns.
+    return mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, index=index)
 
 
 def _created_at() -> Mapped[datetime]:
@@ -73,6 +95,15 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     # Signs deliveries to ad-hoc callback URLs and redirect parameters.
     signing_secret: Mapped[str] = mapped_column(String(100), nullable=False)
+    # Where a job's redirect_url may send a browser: origins ("https://shop.example") the tenant
+    # listed on purpose, kept apart from its callback URLs (a callback URL proves nothing).
+    redirect_origins: Mapped[list[str]] = mapped_column(
+        ARRAY(String(300)), nullable=False, default=list, server_default=text("'{}'")
+    )
+    # Web origins whose pages may read this tenant's streams and long polls (CORS).
+    cors_origins: Mapped[list[str]] = mapped_column(
+        ARRAY(String(300)), nullable=False, default=list, server_default=text("'{}'")
+    )
     created_at: Mapped[datetime] = _created_at()
 
 
@@ -80,9 +111,7 @@ class ApiKey(Base):
     __tablename__ = "api_key"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
     prefix: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)
     # Only a SHA-256 of the secret part is stored; the key is shown once.
     secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -96,9 +125,7 @@ class Callback(Base):
     __tablename__ = "callback"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
     url: Mapped[str] = mapped_column(Text, nullable=False)
     description: Mapped[str | None] = mapped_column(Text)
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False)
@@ -155,9 +182,7 @@ class Job(Base):
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False
-    )
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk(index=False)
     type: Mapped[str] = mapped_column(String(100), nullable=False)
     status: Mapped[JobStatus] = mapped_column(
         _str_enum(JobStatus, "job_status"), nullable=False, default=JobStatus.QUEUED
@@ -189,9 +214,7 @@ class Message(Base):
     __tablename__ = "message"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
     job_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("job.id", ondelete="CASCADE"), index=True
     )
@@ -199,6 +222,13 @@ class Message(Base):
     # The exact body that is signed and sent: fixed at creation so retries are byte-identical.
     body: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _created_at()
+    # The feed's order: the writing transaction, then the place within it (see migration 0008).
+    txid: Mapped[int] = mapped_column(
+        Xid8(), nullable=False, server_default=text("pg_current_xact_id()")
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), nullable=False)
+
+    __table_args__ = (Index("ix_message_tenant_feed", "tenant_id", "txid", "seq"),)
 
 
 class Delivery(Base):
@@ -210,9 +240,7 @@ class Delivery(Base):
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, index=True
-    )
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
     message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True
     )
@@ -263,6 +291,20 @@ class DeliveryAttempt(Base):
     created_at: Mapped[datetime] = _created_at()
 
     delivery: Mapped[Delivery] = relationship(back_populates="attempts")
+
+
+class PortalSession(Base):
+    """One portal sign-in. The cookie names it; signing out ends it here, on the server, so a
+    copied cookie stops working at once."""
+
+    __tablename__ = "portal_session"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_key.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    created_at: Mapped[datetime] = _created_at()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ServerSecret(Base):

@@ -7,16 +7,46 @@ API answers with.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
 
+from app.events import SUBSCRIBABLE_EVENT_TYPES, webhook_id
 from app.formats import format_names
-from app.services.events import SUBSCRIBABLE_EVENT_TYPES
+from app.headers import masked_headers
+from app.models import JobStatus
+from app.paging import BadCursor, decode_cursor
 
-_URL = fields.Url(schemes={"http", "https"}, require_tld=False)
+# Longer than any real endpoint, short enough that a URL cannot be a payload of its own.
+MAX_URL_LENGTH = 2048
+
+
+def url_field(**kwargs: Any) -> fields.Url:
+    """An http(s) URL; hosts without a dot are fine here (the SSRF guard decides what is
+    reachable)."""
+    return fields.Url(
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=MAX_URL_LENGTH),
+        **kwargs,
+    )
+
+
+class StrictBoolean(fields.Boolean):
+    """true or false, and nothing that merely looks like one ("yes", 1, "on")."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def strict_boolean(**kwargs: Any) -> fields.Boolean:
+    """A boolean field that takes JSON true and false only."""
+    return StrictBoolean(**kwargs)
 
 
 def _check_event_types(value: list[str]) -> None:
@@ -32,6 +62,22 @@ def _check_event_types(value: list[str]) -> None:
 MAX_JSON_DEPTH = 100
 
 
+# Text Postgres and HTTP cannot carry: NUL (Postgres refuses it) and lone UTF-16 surrogates (no
+# UTF-8 encoding exists for them; JSON's "\ud800" escape decodes to one).
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent, or None: the one check for every string that
+    reaches Postgres or a header."""
+    found = _UNSTORABLE_CHARACTER.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain NUL (\\u0000) characters"
+    return f"must not contain a lone surrogate (\\u{ord(found.group()):04x}), which is not text"
+
+
 def _unstorable(value: Any) -> str | None:
     """Why ``value`` cannot be stored and sent on, or None. Walked without recursion, since JSON
     input may nest as deep as the decoder allows."""
@@ -40,8 +86,8 @@ def _unstorable(value: Any) -> str | None:
         item, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
-        if isinstance(item, str) and "\x00" in item:
-            return "must not contain NUL (\\u0000) characters"
+        if isinstance(item, str) and (problem := unstorable_text(item)):
+            return problem
         if isinstance(item, float) and not math.isfinite(item):
             return "numbers must be finite (no NaN or Infinity)"
         if isinstance(item, Mapping):
@@ -82,12 +128,14 @@ class ErrorSchema(Schema):
 
 
 class CallbackCreateSchema(InputSchema):
-    url = fields.Url(schemes={"http", "https"}, require_tld=False, required=True)
+    url = url_field(required=True)
     event_types = fields.List(
         fields.String(), validate=[validate.Length(min=1), _check_event_types]
     )
     description = fields.String(validate=validate.Length(max=1000), allow_none=True)
-    success_status = fields.Integer(validate=validate.Range(min=100, max=599), allow_none=True)
+    success_status = fields.Integer(
+        strict=True, validate=validate.Range(min=100, max=599), allow_none=True
+    )
     headers = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=100)),
         values=fields.String(validate=validate.Length(max=1000)),
@@ -111,8 +159,8 @@ class CallbackCreateSchema(InputSchema):
 
 
 class CallbackUpdateSchema(CallbackCreateSchema):
-    url = fields.Url(schemes={"http", "https"}, require_tld=False)
-    enabled = fields.Boolean()
+    url = url_field()
+    enabled = strict_boolean()
 
 
 class CallbackSchema(Schema):
@@ -121,7 +169,10 @@ class CallbackSchema(Schema):
     event_types = fields.List(fields.String())
     description = fields.String(allow_none=True)
     success_status = fields.Integer(allow_none=True)
-    headers = fields.Dict(keys=fields.String(), values=fields.String())
+    headers = fields.Function(
+        lambda callback: masked_headers(callback.headers or {}),
+        metadata={"description": "Credentials (Authorization, Cookie, ...) are shown masked."},
+    )
     format = fields.String()
     format_version = fields.Integer()
     enabled = fields.Boolean()
@@ -166,12 +217,16 @@ class CallbackListSchema(Schema):
 class JobCreateSchema(InputSchema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     input = fields.Dict(keys=fields.String(), load_default=dict)
-    callback_url = fields.Url(schemes={"http", "https"}, require_tld=False, allow_none=True)
-    redirect_url = fields.Url(schemes={"http", "https"}, require_tld=False, allow_none=True)
+    callback_url = url_field(allow_none=True)
+    redirect_url = url_field(allow_none=True)
 
 
 class JobCreateQuerySchema(InputSchema):
-    callbackURL = fields.Url(schemes={"http", "https"}, require_tld=False)
+    callbackURL = url_field()
+
+
+class KeyCreateSchema(InputSchema):
+    """A new API key takes no fields: any field sent is refused rather than ignored."""
 
 
 class JobSchema(Schema):
@@ -192,19 +247,36 @@ class JobSchema(Schema):
 
 class JobAcceptedSchema(JobSchema):
     redirect_link = fields.String(allow_none=True)
+    stream_url = fields.String(
+        metadata={
+            "description": "The job's event stream, with a job-scoped expiring token: "
+            "safe to hand to a browser."
+        }
+    )
+
+
+MAX_WAIT_SECONDS = 60
+
+
+class JobWaitQuerySchema(InputSchema):
+    wait = fields.Integer(
+        validate=validate.Range(min=0, max=MAX_WAIT_SECONDS),
+        metadata={"description": "Seconds to wait for a change (long poll), at most 60."},
+    )
 
 
 class JobListQuerySchema(InputSchema):
-    status = fields.String(validate=validate.OneOf(["queued", "running", "succeeded", "failed"]))
+    status = fields.String(validate=validate.OneOf([status.value for status in JobStatus]))
     type = fields.String()
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String()
 
     @validates("cursor")
     def _cursor_is_opaque(self, value: str, **_kwargs: object) -> None:
-        from app.services.jobs import decode_cursor
-
-        decode_cursor(value)
+        try:
+            decode_cursor(value)
+        except BadCursor as exc:
+            raise ValidationError(str(exc)) from None
 
 
 class JobPageSchema(Schema):
@@ -227,7 +299,7 @@ class DeliveryAttemptSchema(Schema):
 
 class DeliverySchema(Schema):
     id = fields.UUID()
-    webhook_id = fields.Function(lambda d: f"msg_{d.message_id.hex}")
+    webhook_id = fields.Function(lambda d: webhook_id(d.message_id))
     event_type = fields.Function(lambda d: d.message.event_type)
     job_id = fields.Function(lambda d: str(d.message.job_id) if d.message.job_id else None)
     callback_id = fields.UUID(allow_none=True)
@@ -273,3 +345,33 @@ class ApiKeyCreatedSchema(Schema):
 
 class ApiKeyListSchema(Schema):
     data = fields.List(fields.Nested(ApiKeySchema))
+
+
+class TenantSchema(Schema):
+    id = fields.UUID()
+    name = fields.String()
+    redirect_origins = fields.List(
+        fields.String(),
+        metadata={"description": "Origins a job's redirect_url may point at."},
+    )
+    cors_origins = fields.List(
+        fields.String(),
+        metadata={"description": "Origins whose pages may read your streams and long polls."},
+    )
+
+
+class TenantUpdateSchema(InputSchema):
+    redirect_origins = fields.List(
+        fields.String(validate=validate.Length(min=1, max=300)),
+        metadata={
+            "description": "Origins (scheme://host[:port], nothing after it) a job's "
+            "redirect_url may point at; replaces the list."
+        },
+    )
+    cors_origins = fields.List(
+        fields.String(validate=validate.Length(min=1, max=300)),
+        metadata={
+            "description": "Origins whose web pages may read your job streams and long polls "
+            "(CORS); replaces the list."
+        },
+    )

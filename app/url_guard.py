@@ -124,6 +124,8 @@ def check_url_shape(url: str, settings: Settings) -> str:
         raise BlockedUrl("credentials in the URL are not allowed")
     if not parts.hostname:
         raise BlockedUrl("the URL has no host")
+    if parts.port == 0:
+        raise BlockedUrl("port 0 is not a port anything listens on")
     return normalise_host(parts.hostname)
 
 

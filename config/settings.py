@@ -1,8 +1,9 @@
 """One frozen Settings object, read from the environment and validated at boot.
 
-Every setting is listed in ``SETTINGS`` with its unit and default; the README's configuration
-table mirrors it. Unknown ``BOOMERANG_*`` variables are refused so a typo cannot silently fall
-back to a default.
+Each setting is declared once, on its field: the environment variable, the default, the parser,
+the unit and the help. The README's configuration table is generated from these declarations
+(``python -m config.settings --markdown``) and a test keeps the two equal. Unknown
+``BOOMERANG_*`` variables are refused so a typo cannot silently fall back to a default.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +38,21 @@ def _parse_positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError("expected a whole number above 0")
+    return value
+
+
+def _parse_request_line_limit(raw: str) -> int:
+    # gunicorn reads at most 8190 and takes 0 for "no limit", which is never what we want.
+    value = int(raw)
+    if not 256 <= value <= 8190:
+        raise ValueError("expected a whole number from 256 to 8190")
+    return value
+
+
+def _parse_header_limit(raw: str) -> int:
+    value = int(raw)
+    if not 256 <= value <= 65536:
+        raise ValueError("expected a whole number from 256 to 65536")
     return value
 
 
@@ -135,429 +152,470 @@ def _parse_url(schemes: set[str]) -> Callable[[str], str]:
     return parse
 
 
+def _parse_port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("expected a port from 1 to 65535")
+    return value
+
+
+def _parse_host(raw: str) -> str:
+    if not raw.strip() or any(char.isspace() for char in raw.strip()):
+        raise ValueError("expected a host name or address")
+    return raw.strip()
+
+
 @dataclass(frozen=True)
 class Setting:
     """How one environment variable maps onto a Settings field."""
 
     env: str
-    field: str
     default: str
     parse: Callable[[str], Any]
     unit: str
     help: str
+    shown_default: str | None = None  # for the table, where the real default is machine-made
+
+    @property
+    def documented_default(self) -> str:
+        if self.shown_default is not None:
+            return f"`{self.shown_default}`"
+        return f"`{self.default}`" if self.default else "(none)"
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "DATABASE_URL",
-        "database_url",
-        "postgresql://postgres@127.0.0.1:5432/boomerang",
-        _parse_url({"postgresql", "postgresql+psycopg2"}),
-        "URL",
-        "Postgres database; created on `boomerang migrate` if missing.",
-    ),
-    Setting(
-        "REDIS_URL",
-        "redis_url",
-        "redis://127.0.0.1:6379/0",
-        _parse_url({"redis", "rediss"}),
-        "URL",
-        "Redis used as the Celery broker. It only wakes workers; it holds no state.",
-    ),
-    Setting(
-        "BOOMERANG_PUBLIC_URL",
-        "public_url",
-        "http://127.0.0.1:8000",
-        _parse_url({"http", "https"}),
-        "URL",
-        "Where clients reach the API; used to build `Location` and `redirect_link`.",
-    ),
-    Setting(
-        "BOOMERANG_RETRY_SCHEDULE",
-        "retry_schedule",
-        "5,300,1800,7200,18000,36000,50400,72000,86400",
-        _parse_schedule,
-        "seconds, comma-separated",
-        "Delay before each retry after a failed attempt; its length is the number of retries.",
-    ),
-    Setting(
-        "BOOMERANG_RETRY_JITTER",
-        "retry_jitter",
-        "0.1",
-        _parse_fraction,
-        "fraction",
-        "Each retry delay is moved by up to this fraction either way so retries do not stampede.",
-    ),
-    Setting(
-        "BOOMERANG_CONNECT_TIMEOUT_SECONDS",
-        "connect_timeout_seconds",
-        "5",
-        _parse_positive_float,
-        "seconds",
-        "Outbound connect timeout per delivery attempt.",
-    ),
-    Setting(
-        "BOOMERANG_READ_TIMEOUT_SECONDS",
-        "read_timeout_seconds",
-        "15",
-        _parse_positive_float,
-        "seconds",
-        "Outbound read timeout per delivery attempt.",
-    ),
-    Setting(
-        "BOOMERANG_RESPONSE_BODY_LIMIT_BYTES",
-        "response_body_limit_bytes",
-        "65536",
-        _parse_positive_int,
-        "bytes",
-        "How much of a receiver's response body is read and logged.",
-    ),
-    Setting(
-        "BOOMERANG_MAX_REQUEST_BYTES",
-        "max_request_bytes",
-        "1048576",
-        _parse_positive_int,
-        "bytes",
-        "Largest API request body accepted; larger ones get 413.",
-    ),
-    Setting(
-        "BOOMERANG_ALLOW_PRIVATE_NETWORKS",
-        "allow_private_networks",
-        "false",
-        _parse_bool,
-        "boolean",
-        "Let callbacks reach loopback and private addresses. For development and tests only.",
-    ),
-    Setting(
-        "BOOMERANG_JOB_MODULES",
-        "job_modules",
-        "",
-        _parse_names,
-        "module names, comma-separated",
-        "Extra Python modules whose `@job` functions are registered next to the built-in ones.",
-    ),
-    Setting(
-        "BOOMERANG_SWEEP_INTERVAL_SECONDS",
-        "sweep_interval_seconds",
-        "2",
-        _parse_positive_float,
-        "seconds",
-        "How often beat looks in Postgres for due or stranded jobs and deliveries.",
-    ),
-    Setting(
-        "BOOMERANG_REQUEUE_AFTER_SECONDS",
-        "requeue_after_seconds",
-        "60",
-        _parse_positive_int,
-        "seconds",
-        "A queued job enqueued this long ago and not yet picked up is enqueued again.",
-    ),
-    Setting(
-        "BOOMERANG_DELIVERY_LEASE_SECONDS",
-        "delivery_lease_seconds",
-        "60",
-        _parse_positive_int,
-        "seconds",
-        "How long a worker holds a delivery while sending it; must exceed the timeouts.",
-    ),
-    Setting(
-        "BOOMERANG_JOB_LEASE_SECONDS",
-        "job_lease_seconds",
-        "900",
-        _parse_positive_int,
-        "seconds",
-        "How long a worker holds a running job before another may take it over.",
-    ),
-    Setting(
-        "BOOMERANG_JOB_MAX_ATTEMPTS",
-        "job_max_attempts",
-        "3",
-        _parse_positive_int,
-        "attempts",
-        "How many times a job is started before it fails for good (a worker that dies counts).",
-    ),
-    Setting(
-        "BOOMERANG_SECRET_ROTATION_GRACE_SECONDS",
-        "secret_rotation_grace_seconds",
-        "86400",
-        _parse_positive_int,
-        "seconds",
-        "How long a rotated-out callback secret keeps signing.",
-    ),
-    Setting(
-        "BOOMERANG_IDEMPOTENCY_TTL_SECONDS",
-        "idempotency_ttl_seconds",
-        "86400",
-        _parse_positive_int,
-        "seconds",
-        "How long an `Idempotency-Key` maps to its job.",
-    ),
-    Setting(
-        "BOOMERANG_SWEEP_BATCH_SIZE",
-        "sweep_batch_size",
-        "500",
-        _parse_positive_int,
-        "rows",
-        "Most jobs one sweep enqueues.",
-    ),
-    Setting(
-        "BOOMERANG_DELIVERY_CONCURRENCY",
-        "delivery_concurrency",
-        "256",
-        _parse_positive_int,
-        "requests",
-        "Delivery attempts in flight at once in each delivery worker process.",
-    ),
-    Setting(
-        "BOOMERANG_CALLBACK_CONCURRENCY",
-        "callback_concurrency",
-        "128",
-        _parse_positive_int,
-        "requests",
-        "Most of those any one callback (or ad-hoc URL) may hold, so a slow one cannot take all.",
-    ),
-    Setting(
-        "BOOMERANG_DELIVERY_BATCH_SIZE",
-        "delivery_batch_size",
-        "100",
-        _parse_positive_int,
-        "deliveries",
-        "Most deliveries a delivery process leases in one query.",
-    ),
-    Setting(
-        "BOOMERANG_CALLBACK_DISABLE_AFTER_SECONDS",
-        "callback_disable_after_seconds",
-        "432000",
-        _parse_positive_int,
-        "seconds",
-        "A callback failing this long with no success is disabled (default 5 days).",
-    ),
-    Setting(
-        "BOOMERANG_CALLBACK_FAILING_AFTER_SECONDS",
-        "callback_failing_after_seconds",
-        "60",
-        _parse_non_negative_int,
-        "seconds",
-        "A callback failing this long with no success raises `callback.failing` (0: at once).",
-    ),
-    Setting(
-        "BOOMERANG_RETENTION_DAYS",
-        "retention_days",
-        "30",
-        _parse_positive_int,
-        "days",
-        "Delivery attempts and finished jobs older than this are pruned.",
-    ),
-    Setting(
-        "BOOMERANG_PRUNE_INTERVAL_SECONDS",
-        "prune_interval_seconds",
-        "3600",
-        _parse_positive_float,
-        "seconds",
-        "How often beat prunes old rows.",
-    ),
-    Setting(
-        "BOOMERANG_PRUNE_BATCH_SIZE",
-        "prune_batch_size",
-        "1000",
-        _parse_positive_int,
-        "rows",
-        "Rows deleted per statement while pruning, so no lock is held for long.",
-    ),
-    Setting(
-        "BOOMERANG_HTTPS_ONLY",
-        "https_only",
-        "false",
-        _parse_bool,
-        "boolean",
-        "Accept and call only https callback URLs.",
-    ),
-    Setting(
-        "BOOMERANG_ALLOWED_NETWORKS",
-        "allowed_networks",
-        "",
-        _parse_networks,
-        "CIDRs, comma-separated",
-        "Networks callbacks may reach although they are not public (e.g. `10.1.0.0/16`).",
-    ),
-    Setting(
-        "BOOMERANG_TOTAL_TIMEOUT_SECONDS",
-        "total_timeout_seconds",
-        "30",
-        _parse_positive_float,
-        "seconds",
-        "Longest a delivery attempt may take in all, however slowly the receiver trickles bytes.",
-    ),
-    Setting(
-        "BOOMERANG_MAX_PAYLOAD_BYTES",
-        "max_payload_bytes",
-        "1048576",
-        _parse_positive_int,
-        "bytes",
-        "Largest body we POST; a larger event fails its delivery with a clear error.",
-    ),
-    Setting(
-        "BOOMERANG_MAX_CALLBACK_HEADERS",
-        "max_callback_headers",
-        "10",
-        _parse_non_negative_int,
-        "headers",
-        "Most custom headers a callback may add to its deliveries.",
-    ),
-    Setting(
-        "BOOMERANG_RATE_LIMIT",
-        "rate_limit",
-        "1200 per minute",
-        _parse_rate_limit,
-        "requests per period",
-        "Per-tenant API rate limit, shared across processes and hosts through Redis.",
-    ),
-    Setting(
-        "BOOMERANG_FLOWER_BASIC_AUTH",
-        "flower_basic_auth",
-        "",
-        _parse_basic_auth,
-        "user:password",
-        "Flower's login. Empty: a random password is made and printed once at start.",
-    ),
-    Setting(
-        "BOOMERANG_FLOWER_ADDRESS",
-        "flower_address",
-        "127.0.0.1",
-        lambda raw: str(ipaddress.ip_address(raw)),
-        "IP address",
-        "Where Flower listens; loopback unless you put it behind your own proxy.",
-    ),
-    Setting(
-        "BOOMERANG_LOG_FORMAT",
-        "log_format",
-        "json",
-        _parse_choice({"json", "text"}),
-        "json or text",
-        "Logs as one JSON object per line, or as plain text lines for reading in a terminal.",
-    ),
-    Setting(
-        "BOOMERANG_LOG_LEVEL",
-        "log_level",
-        "INFO",
-        _parse_log_level,
-        "level name",
-        "Least severe log level written: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
-    ),
-    Setting(
-        "BOOMERANG_METRICS_DIR",
-        "metrics_dir",
-        str(Path(tempfile.gettempdir()) / "boomerang-metrics"),
-        _parse_path,
-        "path",
-        "Where this machine's processes keep their Prometheus counters for `/metrics` to add up.",
-    ),
-    Setting(
-        "BOOMERANG_METRICS_TOKEN",
-        "metrics_token",
-        "",
-        _parse_token,
-        "token",
-        "When set, `/metrics` and `boomerang metrics` answer only `Authorization: Bearer <token>`.",
-    ),
-    Setting(
-        "BOOMERANG_SECRET_KEY",
-        "secret_key",
-        "",
-        _parse_secret_key,
-        "secret (32+ characters)",
-        "Signs the portal's session cookies; the same on every web process. Empty: one is made "
-        "once and kept in Postgres, so every process and host shares it.",
-    ),
-    Setting(
-        "BOOMERANG_PORTAL_SESSION_SECONDS",
-        "portal_session_seconds",
-        "43200",
-        _parse_positive_int,
-        "seconds",
-        "How long a portal sign-in lasts before the API key must be entered again.",
-    ),
-)
-
-_KNOWN = {setting.env for setting in SETTINGS}
-# Variables read by the process files rather than by Settings; accepted so they are not "unknown".
-_PROCESS_ENV = {
-    "BOOMERANG_WEB_HOST",
-    "BOOMERANG_WEB_PORT",
-    "BOOMERANG_FLOWER_PORT",
-    "BOOMERANG_DELIVERY_PROCESSES",
-    "BOOMERANG_JOB_CONCURRENCY",
-    "BOOMERANG_WEB_WORKERS",
-    "BOOMERANG_WEB_THREADS",
-}
+def setting(
+    env: str,
+    default: str,
+    parse: Callable[[str], Any],
+    unit: str,
+    help: str,
+    *,
+    secret: bool = False,
+    shown_default: str | None = None,
+) -> Any:
+    """Declare a Settings field read from ``env``; a secret one is kept out of ``repr``."""
+    return dataclasses.field(
+        repr=not secret,
+        metadata={"setting": Setting(env, default, parse, unit, help, shown_default)},
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
     """Validated configuration shared by the API, the workers and the CLI."""
 
-    database_url: str
-    redis_url: str
-    public_url: str
-    retry_schedule: tuple[int, ...]
-    retry_jitter: float
-    connect_timeout_seconds: float
-    read_timeout_seconds: float
-    response_body_limit_bytes: int
-    max_request_bytes: int
-    allow_private_networks: bool
-    job_modules: tuple[str, ...]
-    sweep_interval_seconds: float
-    requeue_after_seconds: int
-    delivery_lease_seconds: int
-    job_lease_seconds: int
-    job_max_attempts: int
-    secret_rotation_grace_seconds: int
-    idempotency_ttl_seconds: int
-    sweep_batch_size: int
-    delivery_concurrency: int
-    callback_concurrency: int
-    delivery_batch_size: int
-    callback_disable_after_seconds: int
-    callback_failing_after_seconds: int
-    retention_days: int
-    prune_interval_seconds: float
-    prune_batch_size: int
-    https_only: bool
-    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    total_timeout_seconds: float
-    max_payload_bytes: int
-    max_callback_headers: int
-    rate_limit: str
-    log_format: str
-    log_level: str
-    metrics_dir: str
-    metrics_token: str = dataclasses.field(repr=False)
-    flower_basic_auth: str = dataclasses.field(repr=False)
-    secret_key: str = dataclasses.field(repr=False)
-    portal_session_seconds: int = 43200
-    flower_address: str = "127.0.0.1"
+    database_url: str = setting(
+        "DATABASE_URL",
+        "postgresql://postgres@127.0.0.1:5432/boomerang",
+        _parse_url({"postgresql", "postgresql+psycopg2"}),
+        "URL",
+        "Postgres database; created on `boomerang migrate` if missing.",
+    )
+    redis_url: str = setting(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        _parse_url({"redis", "rediss"}),
+        "URL",
+        "Redis used as the Celery broker. It only wakes workers; it holds no state.",
+    )
+    public_url: str = setting(
+        "BOOMERANG_PUBLIC_URL",
+        "http://127.0.0.1:8000",
+        _parse_url({"http", "https"}),
+        "URL",
+        "Where clients reach the API; used to build `redirect_link`.",
+    )
+    retry_schedule: tuple[int, ...] = setting(
+        "BOOMERANG_RETRY_SCHEDULE",
+        "5,300,1800,7200,18000,36000,50400,72000,86400",
+        _parse_schedule,
+        "seconds, comma-separated",
+        "Delay before each retry after a failed attempt; its length is the number of retries.",
+    )
+    retry_jitter: float = setting(
+        "BOOMERANG_RETRY_JITTER",
+        "0.1",
+        _parse_fraction,
+        "fraction",
+        "Each retry delay is moved by up to this fraction either way so retries do not stampede.",
+    )
+    connect_timeout_seconds: float = setting(
+        "BOOMERANG_CONNECT_TIMEOUT_SECONDS",
+        "5",
+        _parse_positive_float,
+        "seconds",
+        "Outbound connect timeout per delivery attempt.",
+    )
+    read_timeout_seconds: float = setting(
+        "BOOMERANG_READ_TIMEOUT_SECONDS",
+        "15",
+        _parse_positive_float,
+        "seconds",
+        "Outbound read timeout per delivery attempt.",
+    )
+    response_body_limit_bytes: int = setting(
+        "BOOMERANG_RESPONSE_BODY_LIMIT_BYTES",
+        "65536",
+        _parse_positive_int,
+        "bytes",
+        "How much of a receiver's response body is read and logged.",
+    )
+    max_request_bytes: int = setting(
+        "BOOMERANG_MAX_REQUEST_BYTES",
+        "1048576",
+        _parse_positive_int,
+        "bytes",
+        "Largest API request body accepted; larger ones get 413.",
+    )
+    max_request_line_bytes: int = setting(
+        "BOOMERANG_MAX_REQUEST_LINE_BYTES",
+        "4094",
+        _parse_request_line_limit,
+        "bytes",
+        "Longest request line (method, path and query) gunicorn reads; longer ones get 414.",
+    )
+    max_header_bytes: int = setting(
+        "BOOMERANG_MAX_HEADER_BYTES",
+        "8190",
+        _parse_header_limit,
+        "bytes",
+        "Longest request header line gunicorn reads; a longer one gets 431.",
+    )
+    allow_private_networks: bool = setting(
+        "BOOMERANG_ALLOW_PRIVATE_NETWORKS",
+        "false",
+        _parse_bool,
+        "boolean",
+        "Let callbacks reach loopback and private addresses. For development and tests only.",
+    )
+    job_modules: tuple[str, ...] = setting(
+        "BOOMERANG_JOB_MODULES",
+        "",
+        _parse_names,
+        "module names, comma-separated",
+        "Extra Python modules whose `@job` functions are registered next to the built-in ones.",
+    )
+    sweep_interval_seconds: float = setting(
+        "BOOMERANG_SWEEP_INTERVAL_SECONDS",
+        "2",
+        _parse_positive_float,
+        "seconds",
+        "How often beat looks in Postgres for due or stranded jobs and deliveries.",
+    )
+    delivery_lease_seconds: int = setting(
+        "BOOMERANG_DELIVERY_LEASE_SECONDS",
+        "60",
+        _parse_positive_int,
+        "seconds",
+        "How long a worker holds a delivery while sending it; must exceed "
+        "`BOOMERANG_TOTAL_TIMEOUT_SECONDS`.",
+    )
+    job_lease_seconds: int = setting(
+        "BOOMERANG_JOB_LEASE_SECONDS",
+        "900",
+        _parse_positive_int,
+        "seconds",
+        "How long a worker holds a running job before another may take it over.",
+    )
+    job_max_attempts: int = setting(
+        "BOOMERANG_JOB_MAX_ATTEMPTS",
+        "3",
+        _parse_positive_int,
+        "attempts",
+        "How many times a job is started before it fails for good (a worker that dies counts).",
+    )
+    secret_rotation_grace_seconds: int = setting(
+        "BOOMERANG_SECRET_ROTATION_GRACE_SECONDS",
+        "86400",
+        _parse_positive_int,
+        "seconds",
+        "How long a rotated-out callback secret keeps signing.",
+    )
+    idempotency_ttl_seconds: int = setting(
+        "BOOMERANG_IDEMPOTENCY_TTL_SECONDS",
+        "86400",
+        _parse_positive_int,
+        "seconds",
+        "How long an `Idempotency-Key` maps to its job.",
+    )
+    sweep_batch_size: int = setting(
+        "BOOMERANG_SWEEP_BATCH_SIZE",
+        "500",
+        _parse_positive_int,
+        "rows",
+        "Most jobs one sweep enqueues.",
+    )
+    delivery_concurrency: int = setting(
+        "BOOMERANG_DELIVERY_CONCURRENCY",
+        "256",
+        _parse_positive_int,
+        "requests",
+        "Delivery attempts in flight at once in each delivery worker process.",
+    )
+    callback_concurrency: int = setting(
+        "BOOMERANG_CALLBACK_CONCURRENCY",
+        "128",
+        _parse_positive_int,
+        "requests",
+        "Most of those any one callback (or ad-hoc URL) may hold. Each callback's own limit is "
+        "learned up to this: it starts at 8, grows by one per answer and halves on timeouts, "
+        "connection errors and 429/502/503/504, so a slow or dead one holds few slots.",
+    )
+    delivery_batch_size: int = setting(
+        "BOOMERANG_DELIVERY_BATCH_SIZE",
+        "100",
+        _parse_positive_int,
+        "deliveries",
+        "Most deliveries a delivery process leases in one query.",
+    )
+    callback_disable_after_seconds: int = setting(
+        "BOOMERANG_CALLBACK_DISABLE_AFTER_SECONDS",
+        "432000",
+        _parse_positive_int,
+        "seconds",
+        "A callback failing this long with no success is disabled (5 days).",
+    )
+    callback_failing_after_seconds: int = setting(
+        "BOOMERANG_CALLBACK_FAILING_AFTER_SECONDS",
+        "60",
+        _parse_non_negative_int,
+        "seconds",
+        "A callback failing this long with no success raises `callback.failing` (`0`: at its "
+        "first failure).",
+    )
+    retention_days: int = setting(
+        "BOOMERANG_RETENTION_DAYS",
+        "30",
+        _parse_positive_int,
+        "days",
+        "Delivery attempts and finished jobs older than this are pruned.",
+    )
+    prune_interval_seconds: float = setting(
+        "BOOMERANG_PRUNE_INTERVAL_SECONDS",
+        "3600",
+        _parse_positive_float,
+        "seconds",
+        "How often beat prunes old rows.",
+    )
+    prune_batch_size: int = setting(
+        "BOOMERANG_PRUNE_BATCH_SIZE",
+        "1000",
+        _parse_positive_int,
+        "rows",
+        "Rows deleted per statement while pruning, so no lock is held for long.",
+    )
+    https_only: bool = setting(
+        "BOOMERANG_HTTPS_ONLY",
+        "false",
+        _parse_bool,
+        "boolean",
+        "Accept and call only https callback URLs.",
+    )
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        "BOOMERANG_ALLOWED_NETWORKS",
+        "",
+        _parse_networks,
+        "CIDRs, comma-separated",
+        "Networks callbacks may reach although they are not public (e.g. `10.1.0.0/16`).",
+    )
+    total_timeout_seconds: float = setting(
+        "BOOMERANG_TOTAL_TIMEOUT_SECONDS",
+        "30",
+        _parse_positive_float,
+        "seconds",
+        "Longest a delivery attempt may take in all, however slowly the receiver trickles bytes.",
+    )
+    max_payload_bytes: int = setting(
+        "BOOMERANG_MAX_PAYLOAD_BYTES",
+        "1048576",
+        _parse_positive_int,
+        "bytes",
+        "Largest body we POST; a larger event fails its delivery with a clear error.",
+    )
+    max_callback_headers: int = setting(
+        "BOOMERANG_MAX_CALLBACK_HEADERS",
+        "10",
+        _parse_non_negative_int,
+        "headers",
+        "Most custom headers a callback may add to its deliveries.",
+    )
+    max_callbacks_per_tenant: int = setting(
+        "BOOMERANG_MAX_CALLBACKS_PER_TENANT",
+        "50",
+        _parse_positive_int,
+        "callbacks",
+        "Most callbacks one tenant may register (each is a destination every event may go to).",
+    )
+    tenant_attempts_per_second: int = setting(
+        "BOOMERANG_TENANT_ATTEMPTS_PER_SECOND",
+        "1000",
+        _parse_non_negative_int,
+        "attempts per second",
+        "Most delivery attempts one tenant's events may make per second, across every worker "
+        "and host (counted in Redis); the rest wait for the next second. 0: no ceiling.",
+    )
+    rate_limit: str = setting(
+        "BOOMERANG_RATE_LIMIT",
+        "1200 per minute",
+        _parse_rate_limit,
+        "requests per period",
+        "Per-tenant API rate limit, shared across processes and hosts through Redis.",
+    )
+    flower_basic_auth: str = setting(
+        "BOOMERANG_FLOWER_BASIC_AUTH",
+        "",
+        _parse_basic_auth,
+        "user:password",
+        "Flower's login. Empty: a random password is made and printed once at start.",
+        secret=True,
+    )
+    flower_address: str = setting(
+        "BOOMERANG_FLOWER_ADDRESS",
+        "127.0.0.1",
+        lambda raw: str(ipaddress.ip_address(raw)),
+        "IP address",
+        "Where Flower listens; loopback unless you put it behind your own proxy.",
+    )
+    log_format: str = setting(
+        "BOOMERANG_LOG_FORMAT",
+        "json",
+        _parse_choice({"json", "text"}),
+        "`json` or `text`",
+        "Logs as one JSON object per line, or as plain text lines for reading in a terminal.",
+    )
+    log_level: str = setting(
+        "BOOMERANG_LOG_LEVEL",
+        "INFO",
+        _parse_log_level,
+        "level name",
+        "Least severe log level written: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`.",
+    )
+    metrics_dir: str = setting(
+        "BOOMERANG_METRICS_DIR",
+        str(Path(tempfile.gettempdir()) / "boomerang-metrics"),
+        _parse_path,
+        "path",
+        "Where this machine's processes keep their Prometheus counters for `/metrics` to add up.",
+        shown_default="<system temp dir>/boomerang-metrics",
+    )
+    metrics_token: str = setting(
+        "BOOMERANG_METRICS_TOKEN",
+        "",
+        _parse_token,
+        "token (16+ characters)",
+        "When set, `/metrics` and `boomerang metrics` answer only `Authorization: Bearer <token>`.",
+        secret=True,
+    )
+    secret_key: str = setting(
+        "BOOMERANG_SECRET_KEY",
+        "",
+        _parse_secret_key,
+        "secret (32+ characters)",
+        "Signs the portal's session cookies; the same on every web process. Empty: one is made "
+        "once and kept in Postgres, so every process and host shares it (see Portal).",
+        secret=True,
+    )
+    portal_session_seconds: int = setting(
+        "BOOMERANG_PORTAL_SESSION_SECONDS",
+        "43200",
+        _parse_positive_int,
+        "seconds",
+        "How long a portal sign-in lasts before the API key must be entered again (12 h).",
+    )
+    web_host: str = setting(
+        "BOOMERANG_WEB_HOST",
+        "127.0.0.1",
+        _parse_host,
+        "host",
+        "Where gunicorn listens; loopback unless a proxy on another machine forwards to it.",
+    )
+    web_port: int = setting(
+        "BOOMERANG_WEB_PORT",
+        "8000",
+        _parse_port,
+        "port",
+        "Where gunicorn listens.",
+    )
+    stream_host: str = setting(
+        "BOOMERANG_STREAM_HOST",
+        "127.0.0.1",
+        _parse_host,
+        "host",
+        "Where the stream process (long polls, event streams, the feed) listens.",
+    )
+    stream_port: int = setting(
+        "BOOMERANG_STREAM_PORT",
+        "8001",
+        _parse_port,
+        "port",
+        "Where the stream process listens; route `/stream/` of the API's origin to it.",
+    )
+    stream_token_seconds: int = setting(
+        "BOOMERANG_STREAM_TOKEN_SECONDS",
+        "3600",
+        _parse_positive_int,
+        "seconds",
+        "How long a job's `stream_url` token is valid.",
+    )
+    web_workers: int = setting(
+        "BOOMERANG_WEB_WORKERS",
+        "2",
+        _parse_positive_int,
+        "processes",
+        "gunicorn worker processes.",
+    )
+    web_threads: int = setting(
+        "BOOMERANG_WEB_THREADS",
+        "4",
+        _parse_positive_int,
+        "threads",
+        "Threads in each gunicorn worker process.",
+    )
+    job_concurrency: int = setting(
+        "BOOMERANG_JOB_CONCURRENCY",
+        "2",
+        _parse_positive_int,
+        "processes",
+        "Job processes in a worker that consumes the `jobs` queue (`--concurrency` overrides).",
+    )
+    delivery_processes: int = setting(
+        "BOOMERANG_DELIVERY_PROCESSES",
+        # One event loop keeps hundreds of attempts in flight; on a machine that also runs the
+        # web and the jobs, more processes than half the CPUs only fight over them.
+        str(max(1, (os.cpu_count() or 2) // 2)),
+        _parse_positive_int,
+        "processes",
+        "Delivery processes in a worker that consumes the `deliveries` queue, each with "
+        "`BOOMERANG_DELIVERY_CONCURRENCY` attempts in flight (`--concurrency` overrides).",
+        shown_default="half the CPUs, at least 1",
+    )
+    flower_port: int = setting(
+        "BOOMERANG_FLOWER_PORT",
+        "5555",
+        _parse_port,
+        "port",
+        "Where Flower listens.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build and validate settings; raise SettingsError naming the first bad variable."""
         env = os.environ if environ is None else environ
+        known = {declared.env for _, declared in declarations()}
         unknown = sorted(
-            name
-            for name in env
-            if name.startswith("BOOMERANG_") and name not in _KNOWN | _PROCESS_ENV
+            name for name in env if name.startswith("BOOMERANG_") and name not in known
         )
         if unknown:
             raise SettingsError(
                 f"unknown setting {unknown[0]}; see the README's configuration table"
             )
         values: dict[str, Any] = {}
-        for setting in SETTINGS:
-            raw = env.get(setting.env, setting.default)
+        for field_name, declared in declarations():
+            raw = env.get(declared.env, declared.default)
             try:
-                values[setting.field] = setting.parse(raw)
+                values[field_name] = declared.parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{setting.env}={raw!r} is invalid: {exc}") from None
+                raise SettingsError(f"{declared.env}={raw!r} is invalid: {exc}") from None
         settings = cls(**values)
         settings.check()
         return settings
@@ -575,3 +633,25 @@ class Settings:
         updated = dataclasses.replace(self, **changes)
         updated.check()
         return updated
+
+
+def declarations() -> list[tuple[str, Setting]]:
+    """Every setting as (field name, declaration), in the order they are declared."""
+    return [(field.name, field.metadata["setting"]) for field in dataclasses.fields(Settings)]
+
+
+def markdown_table() -> str:
+    """The README's configuration table, made from the declarations."""
+    rows = ["| Variable | Unit | Default | What it does |", "|---|---|---|---|"]
+    for _, declared in declarations():
+        rows.append(
+            f"| `{declared.env}` | {declared.unit} | {declared.documented_default} "
+            f"| {declared.help} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m config.settings --markdown")
+    sys.stdout.write(markdown_table())

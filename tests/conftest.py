@@ -3,75 +3,35 @@ the Flask app bound to that session, and a real HTTP receiver."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+import redis
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from app import create_app
-from app.db import TaskCall, ensure_database, make_engine, set_task_sender
-from app.migrate import upgrade_database
+from app.db import TaskCall, make_engine, set_task_sender
+from app.jobtypes import load_job_modules
+from app.models import Tenant
+from app.queues import DELIVERY_WAKE, JOB_WAKE, Waker
+from app.receiver import Receiver
 from config.settings import Settings
-from tests.factories import make_tenant
-from tests.receiver import Receiver
-from workers.jobs import load_job_modules
-
-PG_ROOT = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-REDIS_ROOT = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
-# Lets two test runs share one Postgres server without dropping each other's databases.
-DATABASE_PREFIX = os.environ.get("TEST_DATABASE_PREFIX", "boomerang")
-
-
-def worker_number(worker_id: str) -> int:
-    """0 for a plain run, 1.. for each xdist worker."""
-    return 0 if worker_id == "master" else int(worker_id.removeprefix("gw")) + 1
-
-
-def make_settings(database: str, redis_db: int, **env: str) -> Settings:
-    """Settings for tests: short retries, tight timeouts, local receivers allowed."""
-    base = {
-        "DATABASE_URL": f"{PG_ROOT}/{database}",
-        "REDIS_URL": f"{REDIS_ROOT}/{redis_db}",
-        "BOOMERANG_ALLOW_PRIVATE_NETWORKS": "true",
-        "BOOMERANG_RETRY_SCHEDULE": "1,2,4",
-        "BOOMERANG_RETRY_JITTER": "0",
-        "BOOMERANG_CONNECT_TIMEOUT_SECONDS": "1",
-        "BOOMERANG_READ_TIMEOUT_SECONDS": "1",
-        "BOOMERANG_DELIVERY_LEASE_SECONDS": "10",
-        "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "3",
-        "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
-        "BOOMERANG_REQUEUE_AFTER_SECONDS": "5",
-        # Tests share one client address and make many requests; the rate-limit tests set their
-        # own tiny limit.
-        "BOOMERANG_RATE_LIMIT": "100000 per minute",
-    }
-    base.update(env)
-    return Settings.from_env(base)
-
-
-def recreate_database(settings: Settings) -> None:
-    """Drop and recreate the database, then migrate it: every run starts from the migrations."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.database_url)
-    admin = create_engine(
-        url.set(database="postgres", drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-    admin.dispose()
-    ensure_database(settings)
-    upgrade_database(settings)
+from tests.factories import TenantWithKey, make_tenant
+from tests.support.settings import (
+    database_name,
+    make_settings,
+    recreate_database,
+    worker_number,
+)
+from workers.delivery.http import OutboundClient
 
 
 @pytest.fixture(scope="session")
 def settings(worker_id: str) -> Settings:
     number = worker_number(worker_id)
-    settings = make_settings(f"{DATABASE_PREFIX}_test_{number}", redis_db=number + 1)
+    settings = make_settings(database_name("test", number), redis_db=number + 1)
     recreate_database(settings)
     load_job_modules(settings.job_modules)
     return settings
@@ -131,14 +91,27 @@ def client(app, db_session: Session):
 
 
 @pytest.fixture
-def tenant(db_session: Session):
-    tenant, api_key = make_tenant(db_session, "acme")
-    return tenant, api_key
+def tenant(db_session: Session) -> TenantWithKey:
+    return make_tenant(db_session, "acme")
 
 
 @pytest.fixture
-def auth(tenant) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tenant[1]}"}
+def owner(tenant: TenantWithKey) -> Tenant:
+    """The test tenant's row."""
+    return tenant.row
+
+
+@pytest.fixture
+def auth(tenant: TenantWithKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant.api_key}"}
+
+
+@pytest.fixture
+def http(settings: Settings) -> Iterator[OutboundClient]:
+    """The real outbound client deliveries go through."""
+    client = OutboundClient(settings)
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -149,9 +122,8 @@ def other_auth(db_session: Session) -> dict[str, str]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver().start()
-    yield receiver
-    receiver.stop()
+    with Receiver() as receiver:
+        yield receiver
 
 
 def error_fields(response: Any) -> dict[str, Any]:
@@ -162,3 +134,27 @@ def error_fields(response: Any) -> dict[str, Any]:
     for fields in (body.get("errors") or {}).values():
         flat.update(fields)
     return flat
+
+
+@pytest.fixture
+def wakes(settings):
+    sent: list[str] = []
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(*vars(DELIVERY_WAKE).values(), *vars(JOB_WAKE).values())
+    yield Waker(settings.redis_url, lambda: sent.append("wake")), sent
+    client.delete(*vars(DELIVERY_WAKE).values(), *vars(JOB_WAKE).values())
+    client.close()
+
+
+@pytest.fixture
+def committed_tenant(engine):
+    """A tenant committed for real, so that separate sessions see its rows; it is deleted
+    afterwards with everything it owns."""
+    with Session(engine) as session:
+        owner, _ = make_tenant(session, "committed")
+        session.commit()
+        tenant_id = owner.id
+    yield tenant_id
+    with Session(engine) as session:
+        session.execute(delete(Tenant).where(Tenant.id == tenant_id))
+        session.commit()

@@ -1,6 +1,8 @@
 """A job module of the kind users name in BOOMERANG_JOB_MODULES."""
 
-from workers.jobs import JobContext, job
+import threading
+
+from app.jobtypes import JobContext, job
 
 
 @job("shout")
@@ -13,3 +15,13 @@ def shout(data: dict, ctx: JobContext) -> dict:
 def unstorable(data: dict, ctx: JobContext) -> dict:
     """Return what Postgres' JSONB refuses: NaN, or a NUL character."""
     return {"x": float("nan")} if data.get("kind") == "nan" else {"x": "a\x00b"}
+
+
+# Set by a test to let a running "wait" job finish.
+released = threading.Event()
+
+
+@job("wait")
+def wait(data: dict, ctx: JobContext) -> dict:
+    """Run until the test releases it (at most ``seconds``), like a slow job."""
+    return {"released": released.wait(float(data.get("seconds", 10)))}

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
+from app.events import DEFAULT_EVENT_TYPES
 from app.models import Callback, Delivery, Job, JobStatus, Tenant
-from app.services import events
-from app.services.events import DEFAULT_EVENT_TYPES
-from app.services.tenants import create_tenant
+from app.services import outbox
+from app.services.tenants import create_tenant, issue_api_key
 from app.signing import new_signing_secret
 
 
-def make_tenant(session: Session, name: str = "acme") -> tuple[Tenant, str]:
+class TenantWithKey(NamedTuple):
+    """A tenant made for a test: its row and its first API key, in full."""
+
+    row: Tenant
+    api_key: str
+
+
+def make_tenant(session: Session, name: str = "acme") -> TenantWithKey:
     new = create_tenant(session, name)
-    return new.tenant, new.api_key
+    return TenantWithKey(new.tenant, new.api_key)
+
+
+def make_api_key(session: Session, tenant: Tenant) -> str:
+    """Another API key for ``tenant``, in full."""
+    return issue_api_key(session, tenant).api_key
 
 
 def make_callback(session: Session, tenant: Tenant, url: str, **fields: Any) -> Callback:
@@ -65,7 +77,7 @@ def make_delivery(
     event_type: str = "job.succeeded",
 ) -> Delivery:
     """A pending delivery of a new event to ``callback``, made as the outbox makes them."""
-    (delivery,) = events.publish(
+    (made,) = outbox.publish(
         session,
         tenant_id=callback.tenant_id,
         event_type=event_type,
@@ -74,4 +86,4 @@ def make_delivery(
         job_id=job_id,
         callbacks=[callback],
     )
-    return delivery
+    return session.get_one(Delivery, made.id)

@@ -1,5 +1,5 @@
 """The ``boomerang key`` and ``boomerang tenant delete`` commands, run through click against the
-test database.
+test database; and ``boomerang receiver``, run as the process it is.
 
 The commands commit in their own connections, so these tests commit too, and delete every tenant
 they made afterwards (which, by cascade, deletes everything else they made).
@@ -7,23 +7,32 @@ they made afterwards (which, by cascade, deletes everything else they made).
 
 from __future__ import annotations
 
+import base64
 import json
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
+from standardwebhooks.webhooks import Webhook
 
 from app.cli import main
 from app.models import ApiKey, Delivery, DeliveryAttempt, Message, Tenant
 from app.services.tenants import authenticate
 from tests.factories import make_callback, make_delivery, make_job, make_tenant
+from tests.support.processes import free_port
 
 Invoke = Callable[..., Result]
+BOOMERANG = str(Path(sys.executable).parent / "boomerang")
 
 
 @pytest.fixture
@@ -239,3 +248,48 @@ def test_tenant_delete_of_an_unknown_tenant_fails(invoke):
 
     assert result.exit_code == 1
     assert "No such tenant." in result.stderr
+
+
+# boomerang receiver -------------------------------------------------------------------------------
+
+
+def test_receiver_prints_each_delivery_and_whether_its_signature_holds():
+    secret = "whsec_" + base64.b64encode(b"a secret of 24 bytes....").decode()
+    port = free_port()
+    process = subprocess.Popen(
+        [BOOMERANG, "receiver", "--port", str(port), "--secret", secret, "--status", "202"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == (
+            f"listening on http://127.0.0.1:{port}/ (Ctrl-C to stop)\n"
+        )
+        body = '{"type":"job.succeeded"}'
+        now = datetime.now(UTC)
+        signed = {
+            "webhook-id": "msg_good",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(secret).sign("msg_good", now, body),
+        }
+        forged = {**signed, "webhook-id": "msg_forged"}
+        answers = [
+            requests.post(f"http://127.0.0.1:{port}/hook", data=body, headers=headers, timeout=5)
+            for headers in (signed, forged)
+        ]
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = process.communicate(timeout=10)
+
+    assert [answer.status_code for answer in answers] == [202, 202]
+    assert answers[0].content == b""
+    assert output.splitlines() == [
+        "POST /hook  webhook-id=msg_good  signature verified",
+        body,
+        "",
+        "POST /hook  webhook-id=msg_forged  SIGNATURE REJECTED: No matching signature found",
+        body,
+        "",
+    ]
+    assert process.returncode == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import free_port
+
 BOOMERANG = Path(sys.executable).parent / "boomerang"
 READY_WITHIN_SECONDS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Flower:
@@ -51,9 +46,9 @@ class Flower:
         for line in stream:
             self.output.append(line)
 
-    def get(self, credentials: str | None = None) -> int:
-        """The status of ``GET /``."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/")
+    def get(self, credentials: str | None = None, path: str = "/") -> int:
+        """The status of ``GET path``."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
         if credentials:
             token = base64.b64encode(credentials.encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
@@ -137,3 +132,13 @@ def test_without_a_configured_login_flower_makes_one_and_prints_it_once(start_fl
 
     printed = flower.stop()
     assert printed.count(password) == 1
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthcheck"])
+def test_flowers_metrics_and_healthcheck_ask_for_the_login_too(start_flower, path):
+    flower = start_flower(BOOMERANG_FLOWER_BASIC_AUTH="user:pw")
+    flower.wait_until(lambda: flower.get() == 401, "401 without a login")
+
+    assert flower.get(path=path) == 401
+    assert flower.get("user:wrong", path=path) == 401
+    assert flower.get("user:pw", path=path) == 200

@@ -21,7 +21,7 @@ from app.logs import (
 from app.web import current_tenant
 from config.settings import Settings, SettingsError
 from tests.factories import make_job
-from workers.running import execute_job
+from tests.job_runs import execute_job
 
 log = logging.getLogger("tests.logs")
 
@@ -144,7 +144,7 @@ def test_request_logs_carry_the_request_id_and_once_authenticated_the_tenant(
     assert response.status_code == 200
     (line,) = captured.messages("something worth a line")
     assert line["request_id"] == "req-42"
-    assert line["tenant_id"] == str(tenant[0].id)
+    assert line["tenant_id"] == str(tenant.row.id)
     assert log_context() == {}  # nothing left behind for the next request on this thread
 
 
@@ -162,7 +162,7 @@ def test_a_500_is_logged_with_its_request_id(app, client, auth, captured):
 
 
 def test_a_job_logs_with_its_job_id(db_session, settings, tenant, captured):
-    job = make_job(db_session, tenant[0], "fail", {"message": "no luck"})
+    job = make_job(db_session, tenant.row, "fail", {"message": "no luck"})
 
     assert execute_job(db_session, settings, job.id) is False
 
@@ -224,7 +224,7 @@ def test_anything_shaped_like_a_secret_is_redacted(secret):
 
 def test_no_secret_reaches_the_logs(client, auth, tenant, captured, logging_route):
     """Everything that hands out or takes a secret, with every logger at DEBUG."""
-    api_key = tenant[1]
+    api_key = tenant.api_key
     created = client.post("/v1/callbacks", json={"url": "http://127.0.0.1:1/hook"}, headers=auth)
     assert created.status_code == 201
     callback = created.get_json()

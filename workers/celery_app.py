@@ -1,36 +1,26 @@
-"""The Celery application: queues, reliability settings and the beat schedule.
-
-Three queues, each for its own worker process so one kind of work never waits behind another:
-``jobs`` (the slow work), ``deliveries`` (outbound POSTs) and ``maintenance`` (the sweep).
-"""
+"""The worker's Celery application: reliability settings, the beat schedule, and the per-process
+resources the tasks share (engine, outbound client, drain, wake)."""
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_process_init
-from kombu import Queue
+from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import TaskCall, make_engine, make_session_factory
-from app.services.events import DELIVER_TASK, DELIVERIES_QUEUE
+from app.announce import Announcer, install_announcer
+from app.db import make_engine, make_session_factory
+from app.jobtypes import load_job_modules
+from app.queues import PRUNE_TASK, SWEEP_TASK, Producer, Waker, make_celery
 from app.url_guard import announce_network_policy
 from config.settings import Settings
-from workers.dispatch import Dispatcher
-from workers.http import OutboundClient
-from workers.jobs import load_job_modules
-from workers.wake import Waker
-
-log = logging.getLogger(__name__)
-
-JOBS_QUEUE = "jobs"
-MAINTENANCE_QUEUE = "maintenance"
+from workers.delivery.drain import Dispatcher
+from workers.delivery.http import OutboundClient
+from workers.running import JobDrain
 
 
 @dataclass
@@ -41,72 +31,33 @@ class WorkerContext:
     engine: Engine
     session_factory: sessionmaker[Session]
     client: OutboundClient
-    waker: Waker
+    waker: Waker  # wakes delivery drains
+    job_waker: Waker
     _dispatcher: Dispatcher | None = None
+    _job_drain: JobDrain | None = None
 
     @property
     def dispatcher(self) -> Dispatcher:
-        """The process's drain and its thread pool, made on first use: threads do not survive
-        the fork from the parent that built this context."""
+        """The process's drain, made on first use: the outbound client's event-loop thread
+        does not survive the fork from the parent that built this context."""
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(
                 self.settings, self.session_factory, self.client, self.waker
             )
         return self._dispatcher
 
-
-def send_wake(app: Celery) -> Callable[[], None]:
-    """Put one ``boomerang.deliver`` wake on the deliveries queue."""
-
-    def send() -> None:
-        app.send_task(DELIVER_TASK, queue=DELIVERIES_QUEUE)
-
-    return send
+    @property
+    def job_drain(self) -> JobDrain:
+        """The process's job drain."""
+        if self._job_drain is None:
+            self._job_drain = JobDrain(self.settings, self.session_factory, self.job_waker)
+        return self._job_drain
 
 
-def task_sender(app: Celery):
-    """A sender for after-commit tasks. A broker outage must not fail a committed request:
-    Postgres already holds the work and the sweep will enqueue it again."""
-
-    def send(calls: Sequence[TaskCall]) -> None:
-        try:
-            wakes = [call for call in calls if call.name == DELIVER_TASK]
-            others = [call for call in calls if call.name != DELIVER_TASK]
-            if wakes:
-                # One coalesced wake, however many deliveries were made due.
-                app.boomerang.waker.wake()  # type: ignore[attr-defined]
-            if others:
-                with app.producer_or_acquire() as producer:
-                    for call in others:
-                        app.send_task(
-                            call.name, args=call.args, queue=call.queue, producer=producer
-                        )
-        except Exception:
-            log.warning(
-                "could not enqueue %d task(s); the sweep will pick them up",
-                len(calls),
-                exc_info=True,
-            )
-
-    return send
-
-
-def create_celery(settings: Settings | None = None) -> Celery:
-    """A configured Celery app with its worker context attached as ``app.boomerang``."""
-    settings = settings or Settings.from_env()
-    app = Celery("boomerang", broker=settings.redis_url, include=["workers.tasks"])
+def configure_worker(app: Celery, settings: Settings) -> None:
+    """What only a consuming worker needs on top of ``make_celery``."""
     app.conf.update(
-        task_queues=[Queue(JOBS_QUEUE), Queue(DELIVERIES_QUEUE), Queue(MAINTENANCE_QUEUE)],
-        task_default_queue=JOBS_QUEUE,
-        task_routes={
-            "boomerang.run_job": {"queue": JOBS_QUEUE},
-            "boomerang.deliver": {"queue": DELIVERIES_QUEUE},
-            "boomerang.sweep": {"queue": MAINTENANCE_QUEUE},
-            "boomerang.prune": {"queue": MAINTENANCE_QUEUE},
-        },
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
+        include=["workers.tasks"],
         # Acknowledge after the task ran, so a worker that dies mid-task leaves its message to be
         # delivered again instead of silently dropping it.
         task_acks_late=True,
@@ -123,18 +74,15 @@ def create_celery(settings: Settings | None = None) -> Celery:
         # Postgres lease keeps the redelivery from running alongside.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
-        # A failed publish after commit is not fatal (the sweep re-enqueues), so do not block the
-        # request for long retrying it.
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         beat_schedule={
             "sweep": {
-                "task": "boomerang.sweep",
+                "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval_seconds,
                 # A sweep that waited longer than one interval is already superseded.
                 "options": {"expires": settings.sweep_interval_seconds},
             },
             "prune": {
-                "task": "boomerang.prune",
+                "task": PRUNE_TASK,
                 "schedule": settings.prune_interval_seconds,
                 "options": {"expires": settings.prune_interval_seconds},
             },
@@ -145,21 +93,38 @@ def create_celery(settings: Settings | None = None) -> Celery:
         # shows a task from the moment a worker receives it.
         worker_send_task_events=True,
     )
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    """A configured Celery app with its worker context attached as ``app.boomerang``."""
+    settings = settings or Settings.from_env()
+    app = make_celery(settings)
+    configure_worker(app, settings)
     load_job_modules(settings.job_modules)
     announce_network_policy(settings)
     engine = make_engine(settings)
-    waker = Waker(settings.redis_url, send_wake(app))
+    producer = Producer(settings, app)
+    session_factory = make_session_factory(engine, producer.sender())
+    install_announcer(session_factory, Announcer(settings.redis_url))
     app.boomerang = WorkerContext(  # type: ignore[attr-defined]
         settings=settings,
         engine=engine,
-        session_factory=make_session_factory(engine, task_sender(app)),
+        session_factory=session_factory,
         client=OutboundClient(settings, pool_size=settings.delivery_concurrency),
-        waker=waker,
+        waker=producer.deliveries,
+        job_waker=producer.jobs,
     )
 
     @worker_process_init.connect(weak=False)
     def _reset_after_fork(**_kwargs: object) -> None:
         # Connections inherited from the parent would be shared between processes.
         engine.dispose(close=False)
+
+    @worker_process_shutdown.connect(weak=False)
+    def _record_what_is_in_flight(**_kwargs: object) -> None:
+        # A warm shutdown: POSTs still in flight are waited for and recorded, not sent again.
+        context = app.boomerang  # type: ignore[attr-defined]
+        if context._dispatcher is not None:
+            context._dispatcher.finish_tail(settings.total_timeout_seconds + 5)
 
     return app

@@ -1,28 +1,203 @@
-"""Running a job: claim it, call its function with progress reporting, record the outcome."""
+"""Running jobs: a drain claims the next queued job, runs it, and records its outcome together
+with the claim of the one after it.
+
+Every step is lease-checked: a worker whose lease ran out (it was too slow, or cut off from
+Postgres) finds the job taken over and records nothing. The outcome and the events it raises are
+written in one transaction (the outbox), so a job ends if and only if its events exist.
+
+A drain leases only the job it is running, so a slow job holds up no other job: the others stay
+queued for any other process, and the wake key lapses while a job runs long (see app/queues.py),
+so new work wakes another process instead of waiting. Short jobs cost one transaction each: the
+finish of one and the claim of the next.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select, text
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import commit_with_retry
+from app import events, metrics
+from app.clock import utcnow
+from app.db import after_commit, commit_with_retry
+from app.jobtypes import JobContext, get_job_type
 from app.logs import bind_log_context
-from app.services.jobs import claim_job, finish_job, record_progress
+from app.models import Job, JobStatus
+from app.queues import LINGER_POLL_SECONDS, LINGER_SECONDS, Waker, wake_jobs
+from app.schemas import JobSchema
+from app.services import outbox
 from config.settings import Settings
-from workers.delivery import utcnow
-from workers.jobs import JobContext, get_job_type
 
 log = logging.getLogger(__name__)
+
+# A drain gives its process back after this long (between jobs), so other messages on the queue
+# and a warm shutdown do not wait on a long run of short jobs.
+DRAIN_SECONDS = 10.0
+# While a job runs, the wake key says "this drain will look again within" this long. A job that
+# runs longer lets the key lapse, so work submitted meanwhile wakes another process.
+SHORT_JOB_MS = 250
 
 
 class LeaseLost(Exception):
     """Another worker took the job over; this run must stop without recording anything."""
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: uuid.UUID
+    type: str
+    input: dict[str, Any]
+    lease_id: uuid.UUID
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What running a job came to: its result, or the error that failed it."""
+
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+# Lease the oldest queued job nobody holds, and say whether more are queued (so the drain can
+# ask for help). SKIP LOCKED lets any number of drains claim side by side.
+_CLAIM_NEXT = text(
+    """
+    WITH next AS (
+        SELECT id FROM job
+        WHERE status = 'queued' AND attempts < max_attempts AND (:any_id OR id = :only)
+        ORDER BY enqueued_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE job
+    SET status = 'running', attempts = job.attempts + 1, lease_id = :lease_id,
+        locked_until = :locked_until, started_at = :now
+    FROM next
+    WHERE job.id = next.id
+    RETURNING job.id, job.type, job.input, job.attempts,
+              EXISTS (SELECT 1 FROM job queued
+                      WHERE queued.status = 'queued' AND queued.id <> job.id) AS more
+    """
+)
+
+
+def claim_next_job(
+    session: Session, now: datetime, settings: Settings, only: uuid.UUID | None = None
+) -> tuple[ClaimedJob | None, bool]:
+    """Lease the oldest queued job (or only ``only``, if it is queued); (the job or None,
+    whether others are queued)."""
+    lease_id = uuid.uuid4()
+    row = session.execute(
+        _CLAIM_NEXT,
+        {
+            "any_id": only is None,
+            "only": only,
+            "lease_id": lease_id,
+            "now": now,
+            "locked_until": now + timedelta(seconds=settings.job_lease_seconds),
+        },
+    ).one_or_none()
+    if row is None:
+        return None, False
+    claimed = ClaimedJob(row.id, row.type, row.input, lease_id, row.attempts)
+    return claimed, row.more
+
+
+def has_queued_jobs(session: Session) -> bool:
+    """Whether any job waits for a worker: a cheap indexed probe for the sweep."""
+    return bool(session.scalar(select(exists().where(Job.status == JobStatus.QUEUED))))
+
+
+def requeue_stranded_jobs(session: Session, now: datetime, settings: Settings) -> int:
+    """Queue again the running jobs whose worker's lease ran out (it died, or lost Postgres),
+    and fail those out of attempts, still raising ``job.failed``. How many changed."""
+    stranded = list(
+        session.scalars(
+            select(Job)
+            .where(Job.status == JobStatus.RUNNING, Job.locked_until < now)
+            .order_by(Job.locked_until)
+            .limit(settings.sweep_batch_size)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    )
+    for job in stranded:
+        if job.attempts >= job.max_attempts:
+            # A job whose worker died on every attempt still ends, and still sends job.failed.
+            error = f"the worker running this job stopped {job.attempts} times; giving up"
+            for name, value in _ended(Outcome(error=error), now).items():
+                setattr(job, name, value)
+            session.flush()
+            _raise_end(session, job, now)
+        else:
+            job.status = JobStatus.QUEUED
+            job.lease_id = None
+            job.locked_until = None
+            job.enqueued_at = now
+    if stranded:
+        session.flush()
+        wake_jobs(session)
+    return len(stranded)
+
+
+def run_claimed(
+    session: Session,
+    settings: Settings,
+    claimed: ClaimedJob,
+    clock: Callable[[], datetime] = utcnow,
+) -> Outcome | None:
+    """Call the job's function with progress reporting; None if the lease was lost meanwhile.
+
+    Progress is committed as it is reported (it extends the lease); the outcome is not recorded
+    here, so the caller can record it together with its next claim.
+    """
+
+    def report(progress: dict[str, Any]) -> None:
+        if isinstance(progress.get("message"), str):
+            progress["message"] = progress["message"].replace("\x00", "\ufffd")
+        try:
+            still_ours = record_progress(session, claimed, progress, clock(), settings)
+        except Exception:
+            session.rollback()  # leave the session usable for recording the outcome
+            raise
+        if not still_ours:
+            session.rollback()
+            raise LeaseLost
+        session.commit()
+
+    with bind_log_context(job_id=claimed.id):
+        return _call_job_function(claimed, report)
+
+
+def _call_job_function(
+    claimed: ClaimedJob, report: Callable[[dict[str, Any]], None]
+) -> Outcome | None:
+    job_type = get_job_type(claimed.type)
+    try:
+        if job_type is None:
+            raise LookupError(f"no job type {claimed.type!r} is registered on this worker")
+        result = job_type.function(dict(claimed.input), JobContext(str(claimed.id), report))
+        check_storable(result)
+        return Outcome(result=result)
+    except LeaseLost:
+        log.warning("job %s: lease lost, leaving it to the worker that took over", claimed.id)
+        return None
+    except Exception as exc:
+        log.info("job %s failed: %s", claimed.id, exc)
+        return Outcome(error=f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd"))
 
 
 def check_storable(result: Any) -> None:
@@ -32,54 +207,224 @@ def check_storable(result: Any) -> None:
         raise ValueError("the result contains a NUL character, which cannot be stored")
 
 
-def execute_job(
-    session: Session, settings: Settings, job_id: uuid.UUID, clock: Callable[[], datetime] = utcnow
-) -> bool | None:
-    """Run the job once. True if it succeeded, False if it failed, None if it was not ours."""
-    with bind_log_context(job_id=job_id):
-        return _execute_job(session, settings, job_id, clock)
+# Lease-checked changes to a running job, each one statement returning the row as changed, so a
+# takeover cannot land between a read and the write. Written out once: they run for every job.
+_FINISH = text(
+    """
+    UPDATE job
+    SET status = :status, result = CAST(:result AS jsonb), error = :error, finished_at = :now,
+        locked_until = NULL, lease_id = NULL
+    WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+    RETURNING *
+    """
+)
+_PROGRESS = text(
+    """
+    UPDATE job SET progress = CAST(:progress AS jsonb), locked_until = :locked_until
+    WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+    RETURNING *
+    """
+)
 
 
-def _execute_job(
-    session: Session, settings: Settings, job_id: uuid.UUID, clock: Callable[[], datetime]
-) -> bool | None:
-    claimed = claim_job(session, job_id, clock(), settings)
-    session.commit()
-    if claimed is None:
-        return None
+def _as_job(row: Any) -> Job:
+    """A returned row as a Job that is never added to a session (events are rendered from it)."""
+    values = dict(row._mapping)
+    values["status"] = JobStatus(values["status"])
+    return Job(**values)
 
-    def report(progress: dict[str, Any]) -> None:
-        if isinstance(progress.get("message"), str):
-            progress["message"] = progress["message"].replace("\x00", "\ufffd")
-        try:
-            still_ours = record_progress(session, claimed, progress, clock(), settings)
-        except Exception:
-            session.rollback()  # leave the session usable for finish_job
-            raise
-        if not still_ours:
-            session.rollback()
-            raise LeaseLost
-        session.commit()
 
-    result: Any = None
-    error: str | None = None
-    job_type = get_job_type(claimed.type)
-    try:
-        if job_type is None:
-            raise LookupError(f"no job type {claimed.type!r} is registered on this worker")
-        result = job_type.function(dict(claimed.input), JobContext(str(claimed.id), report))
-        check_storable(result)
-    except LeaseLost:
-        log.warning("job %s: lease lost, leaving it to the worker that took over", claimed.id)
-        return None
-    except Exception as exc:
-        log.info("job %s failed: %s", claimed.id, exc)
-        error = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
-        result = None
-    # The work is done; keep trying to record it rather than run it again after an outage.
-    finished = commit_with_retry(
-        session,
-        lambda: finish_job(session, claimed, clock(), result=result, error=error),
-        give_up_after_seconds=settings.job_lease_seconds / 2,
+def record_progress(
+    session: Session,
+    claimed: ClaimedJob,
+    progress: dict[str, Any],
+    now: datetime,
+    settings: Settings,
+) -> bool:
+    """Store progress, extend the lease and raise ``job.progress``; False if the lease is lost."""
+    row = (
+        session.connection()
+        .execute(
+            _PROGRESS,
+            {
+                "id": claimed.id,
+                "lease_id": claimed.lease_id,
+                "progress": json.dumps(progress),
+                "locked_until": now + timedelta(seconds=settings.job_lease_seconds),
+            },
+        )
+        .one_or_none()
     )
-    return (error is None) if finished else None
+    if row is None:
+        return False
+    job = _as_job(row)
+    outbox.publish(
+        session,
+        tenant_id=job.tenant_id,
+        event_type=events.JOB_PROGRESS,
+        data=JobSchema().dump(job),
+        now=now,
+        job_id=job.id,
+        subscribers=True,
+        # Kept even when no callback listens: streams and long polls read progress from here.
+    )
+    return True
+
+
+def finish_job(session: Session, claimed: ClaimedJob, now: datetime, outcome: Outcome) -> bool:
+    """Record the outcome and, in the same transaction, the events it raises (the outbox)."""
+    ended = _ended(outcome, now)
+    row = (
+        session.connection()
+        .execute(
+            _FINISH,
+            {
+                "id": claimed.id,
+                "lease_id": claimed.lease_id,
+                "status": ended["status"].value,
+                "result": json.dumps(ended["result"]),
+                "error": ended["error"],
+                "now": now,
+            },
+        )
+        .one_or_none()
+    )
+    if row is None:
+        return False  # the lease expired and another worker owns the job now
+    _raise_end(session, _as_job(row), now)
+    return True
+
+
+def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """A job's columns once it has ended with ``outcome``."""
+    return {
+        "status": JobStatus.SUCCEEDED if outcome.succeeded else JobStatus.FAILED,
+        "result": outcome.result if outcome.succeeded else None,
+        "error": outcome.error,
+        "finished_at": now,
+        "locked_until": None,
+        "lease_id": None,
+    }
+
+
+def _raise_end(session: Session, job: Job, now: datetime) -> None:
+    """Count the job's end and raise ``job.succeeded`` or ``job.failed`` to whoever listens."""
+    duration = (now - job.started_at).total_seconds() if job.started_at else None
+    after_commit(session, metrics.job_finished, job.type, job.status.value, duration)
+    outbox.publish(
+        session,
+        tenant_id=job.tenant_id,
+        event_type=events.JOB_SUCCEEDED if job.status == JobStatus.SUCCEEDED else events.JOB_FAILED,
+        data=JobSchema().dump(job),
+        now=now,
+        job_id=job.id,
+        subscribers=True,
+        extra_urls=[job.callback_url] if job.callback_url else [],
+    )
+
+
+@dataclass
+class DrainStats:
+    """What one drain did."""
+
+    jobs: int = 0
+    succeeded: int = 0
+
+
+@dataclass(frozen=True)
+class _Finished:
+    claimed: ClaimedJob
+    outcome: Outcome
+    ran_at: float  # monotonic, when the job's run ended
+
+
+class JobDrain:
+    """Runs queued jobs one after another in one worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        waker: Waker,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.waker = waker
+        self.clock = clock
+
+    def drain(self, budget_seconds: float = DRAIN_SECONDS) -> DrainStats:
+        """Run queued jobs until none are left or the budget is spent, then return."""
+        stats = DrainStats()
+        deadline = time.monotonic() + budget_seconds
+        with self.session_factory() as session:
+            try:
+                finished: _Finished | None = None
+                while True:
+                    take_more = time.monotonic() < deadline
+                    claimed, more = self._record_and_claim(session, finished, take_more)
+                    finished = None
+                    if claimed is None and take_more:
+                        claimed, more = self._linger(session)
+                    if claimed is None and take_more:
+                        # Clear the key, then look once more: work committed after this look
+                        # finds the key gone and sends a wake.
+                        self.waker.about_to_stop()
+                        claimed, more = self._record_and_claim(session, None, True)
+                    if claimed is None:
+                        if not take_more:
+                            self._hand_over(session)
+                        break
+                    self.waker.draining(for_ms=SHORT_JOB_MS)
+                    if more:
+                        self.waker.ask_for_help()
+                    outcome = run_claimed(session, self.settings, claimed, self.clock)
+                    if outcome is not None:
+                        finished = _Finished(claimed, outcome, time.monotonic())
+                        stats.jobs += 1
+                        stats.succeeded += int(outcome.succeeded)
+            except BaseException:
+                # Whatever stopped this drain, it no longer holds the key.
+                self.waker.about_to_stop()
+                raise
+        return stats
+
+    def _record_and_claim(
+        self, session: Session, finished: _Finished | None, claim: bool
+    ) -> tuple[ClaimedJob | None, bool]:
+        """In one transaction: the finished job's outcome and events, and the next claim."""
+
+        def work() -> tuple[ClaimedJob | None, bool]:
+            now = self.clock()
+            if finished is not None:
+                with bind_log_context(job_id=finished.claimed.id):
+                    finish_job(session, finished.claimed, now, finished.outcome)
+            return claim_next_job(session, now, self.settings) if claim else (None, False)
+
+        if finished is None:
+            result = work()
+            session.commit()
+            return result
+        # The job has run; keep trying to record it rather than run it again after an outage.
+        return commit_with_retry(
+            session, work, give_up_after_seconds=self.settings.job_lease_seconds / 2
+        )
+
+    def _linger(self, session: Session) -> tuple[ClaimedJob | None, bool]:
+        """Nothing queued: keep the key and look again for a moment before giving up."""
+        self.waker.draining()
+        until = time.monotonic() + LINGER_SECONDS
+        while time.monotonic() < until:
+            time.sleep(LINGER_POLL_SECONDS)
+            claimed, more = self._record_and_claim(session, None, True)
+            if claimed is not None:
+                return claimed, more
+        return None, False
+
+    def _hand_over(self, session: Session) -> None:
+        """Out of time: let a fresh drain take what is queued now."""
+        self.waker.about_to_stop()
+        queued = has_queued_jobs(session)
+        session.commit()
+        if queued:
+            self.waker.wake()

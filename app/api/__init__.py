@@ -10,6 +10,7 @@ import flask_smorest
 from webargs.flaskparser import FlaskParser
 
 from app.schemas import ErrorSchema
+from app.web import API_PREFIX, BODY_METHODS
 
 
 class ArgumentsParser(FlaskParser):
@@ -25,10 +26,6 @@ class ArgumentsParser(FlaskParser):
             # nesting with a RecursionError; neither is the server's fault.
             # The ignore: webargs annotates the error more narrowly than it handles it.
             self._handle_invalid_json_error(exc, req)  # type: ignore[arg-type]
-
-
-API_PREFIX = "/v1"
-BODY_METHODS = frozenset({"post", "put", "patch"})
 
 
 def error_response_doc(
@@ -94,7 +91,7 @@ class Blueprint(flask_smorest.Blueprint):
                 },
             ),
         )
-        if method in BODY_METHODS:
+        if method.upper() in BODY_METHODS:
             responses.setdefault(413, error_response_doc("The body is over the size limit."))
             responses.setdefault(
                 415, error_response_doc("A body was sent that is not application/json.")

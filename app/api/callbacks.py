@@ -6,7 +6,8 @@ import uuid
 
 from flask.views import MethodView
 
-from app.api import Blueprint
+from app.api import API_PREFIX, Blueprint
+from app.clock import utcnow
 from app.schemas import (
     CallbackCreateSchema,
     CallbackListSchema,
@@ -21,12 +22,11 @@ from app.schemas import (
 )
 from app.services import callbacks as service
 from app.web import current_tenant, db, require_tenant, settings
-from workers.delivery import utcnow
 
 blp = Blueprint(
     "callbacks",
     __name__,
-    url_prefix="/v1/callbacks",
+    url_prefix=f"{API_PREFIX}/callbacks",
     description="Callback URLs registered once per tenant.",
 )
 blp.before_request(require_tenant)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from app.api import Blueprint
+from app.api import API_PREFIX, Blueprint
+from app.clock import utcnow
 from app.schemas import DeliveryListSchema, DeliverySchema, ErrorSchema
 from app.services import deliveries as service
 from app.services.jobs import get_job
 from app.web import current_tenant, db, require_tenant, settings
-from workers.delivery import utcnow
 
 blp = Blueprint(
     "deliveries",
     __name__,
-    url_prefix="/v1",
+    url_prefix=API_PREFIX,
     description="Each callback POST and every attempt's response.",
 )
 blp.before_request(require_tenant)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from flask import request
+from flask import redirect, request
 from flask.views import MethodView
 
-from app.api import Blueprint
+from app.api import API_PREFIX, Blueprint
+from app.clock import utcnow
 from app.errors import InvalidField
 from app.models import Job
 from app.schemas import (
@@ -18,14 +19,14 @@ from app.schemas import (
     JobListQuerySchema,
     JobPageSchema,
     JobSchema,
+    JobWaitQuerySchema,
 )
 from app.services import jobs as service
-from app.web import current_tenant, db, require_tenant, settings
-from workers.delivery import utcnow
-from workers.jobs import get_job_type, job_type_names
+from app.stream_tokens import STREAM_PREFIX, stream_url
+from app.web import current_tenant, db, require_tenant, settings, stream_tokens
 
 blp = Blueprint(
-    "jobs", __name__, url_prefix="/v1/jobs", description="Slow work, with results pushed."
+    "jobs", __name__, url_prefix=f"{API_PREFIX}/jobs", description="Slow work, with results pushed."
 )
 blp.before_request(require_tenant)
 
@@ -34,7 +35,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 def job_location(job_id: uuid.UUID) -> str:
     """The job's polling URL, relative to the API root."""
-    return f"/v1/jobs/{job_id}"
+    return f"{blp.url_prefix}/{job_id}"
 
 
 def redirect_link(job: Job) -> str | None:
@@ -60,11 +61,12 @@ class Jobs(MethodView):
     def post(self, query, body):
         """Start a job. The result is POSTed to ``callback_url`` (or ``?callbackURL=``) and to every
         matching registered callback; poll ``Location`` meanwhile."""
-        if get_job_type(body["type"]) is None:
-            raise InvalidField(
-                "json", "type", f"unknown job type; known types: {', '.join(job_type_names())}"
-            )
-        if "callbackURL" in query and not body.get("callback_url"):
+        if "callbackURL" in query:
+            if body.get("callback_url") not in (None, query["callbackURL"]):
+                # Two different answers to "where do I send the result": refuse, do not guess.
+                raise InvalidField(
+                    "query", "callbackURL", "conflicts with callback_url in the body; send one"
+                )
             body["callback_url"] = query["callbackURL"]
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is not None and (not 1 <= len(key) <= 255 or "\x00" in key):
@@ -79,6 +81,9 @@ class Jobs(MethodView):
         job = submission.job
         # An answer-only field, read by JobAcceptedSchema; never stored.
         job.redirect_link = redirect_link(job)  # type: ignore[attr-defined]
+        job.stream_url = stream_url(  # type: ignore[attr-defined]
+            settings(), job.id, stream_tokens().make(job.id)
+        )
         return job, status, {"Location": job_location(job.id)}
 
     @blp.arguments(JobListQuerySchema, location="query")
@@ -97,8 +102,19 @@ class Jobs(MethodView):
 
 
 @blp.route("/<uuid:job_id>")
+@blp.arguments(JobWaitQuerySchema, location="query")
 @blp.response(200, JobSchema)
+@blp.alt_response(
+    307,
+    description="With ``wait``: the long poll is answered by the stream process, at the same "
+    "path under /stream (the Authorization header goes along on the same origin).",
+)
 @blp.alt_response(404, schema=ErrorSchema, description="You have no job with this id.")
-def get_job(job_id: uuid.UUID):
-    """One job: the polling fallback."""
-    return service.get_job(db(), current_tenant(), job_id)
+def get_job(query, job_id: uuid.UUID):
+    """One job. With ``?wait=<seconds>`` (at most 60) and ``If-None-Match: <its ETag>``, the
+    answer waits until the job's status or progress changes."""
+    job = service.get_job(db(), current_tenant(), job_id)
+    if query.get("wait"):
+        # A wait would hold one of gunicorn's threads; the stream process holds thousands.
+        return redirect(f"{STREAM_PREFIX}{request.full_path.rstrip('?')}", code=307)
+    return job

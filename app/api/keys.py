@@ -6,16 +6,16 @@ import uuid
 
 from flask.views import MethodView
 
-from app.api import Blueprint
-from app.schemas import ApiKeyCreatedSchema, ApiKeyListSchema
+from app.api import API_PREFIX, Blueprint
+from app.clock import utcnow
+from app.schemas import ApiKeyCreatedSchema, ApiKeyListSchema, KeyCreateSchema
 from app.services import tenants as service
 from app.web import current_tenant, db, require_tenant
-from workers.delivery import utcnow
 
 blp = Blueprint(
     "keys",
     __name__,
-    url_prefix="/v1/keys",
+    url_prefix=f"{API_PREFIX}/keys",
     description="API keys: create a new one, list them, revoke an old one.",
 )
 blp.before_request(require_tenant)
@@ -23,8 +23,9 @@ blp.before_request(require_tenant)
 
 @blp.route("")
 class Keys(MethodView):
+    @blp.arguments(KeyCreateSchema)
     @blp.response(201, ApiKeyCreatedSchema)
-    def post(self):
+    def post(self, _body):
         """Create an API key; the answer shows the whole key this once."""
         new = service.issue_api_key(db(), current_tenant())
         db().commit()

@@ -15,10 +15,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from app.clock import utcnow
 from app.metrics import process_metrics, render, token_accepted
 from app.services.backlog import Backlog, read_backlog
 from app.web import Unauthorized, db, settings
-from workers.delivery import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from flask import make_response, redirect, render_template
+from flask import make_response, redirect, render_template, request
 
 from app.api import Blueprint
 from app.errors import NotFound
 from app.models import JobStatus
 from app.services.jobs import get_job_by_redirect_token
+from app.services.tenant_settings import is_redirect_target
 from app.signing import sign_redirect
-from app.web import db
+from app.stream_tokens import stream_url
+from app.web import db, settings, stream_tokens
 
 blp = Blueprint(
     "redirects",
@@ -41,7 +43,12 @@ def follow(token: str):
     """Show progress until the job ends, then send the browser back to the client's site."""
     # Only the shape a token is minted in reaches the database (a NUL would make the driver fail).
     job = get_job_by_redirect_token(db(), token) if TOKEN_SHAPE.fullmatch(token) else None
-    if job is None or job.redirect_url is None:
+    # The origin is checked again: a tenant that removes an origin stops the links to it.
+    if (
+        job is None
+        or job.redirect_url is None
+        or not is_redirect_target(job.tenant, job.redirect_url)
+    ):
         raise NotFound("No such link.")
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         target = signed_return_url(
@@ -57,6 +64,8 @@ def follow(token: str):
                 percent=percent,
                 message=(job.progress or {}).get("message"),
                 refresh_seconds=REFRESH_SECONDS,
+                stream_url=stream_url(settings(), job.id, stream_tokens().make(job.id)),
+                return_url=request.path,
             )
         )
     response.headers["Cache-Control"] = "no-store"

@@ -2,52 +2,30 @@
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app import formats, metrics
-from app.errors import InvalidField, NotFound
+from app import events, formats
+from app.errors import Conflict, InvalidField, NotFound
+from app.headers import FORBIDDEN_HEADERS, HEADER_NAME, HEADER_VALUE, MASKED, SENSITIVE_HEADERS
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
-from app.services import events
+from app.queues import wake_deliveries
+from app.services import outbox
 from app.signing import new_signing_secret
 from app.url_guard import BlockedUrl, check_callback_url
 from config.settings import Settings
 
 
-def _checked_url(url: str, settings: Settings, field: str = "url") -> str:
+def checked_url(url: str, settings: Settings, field: str = "url") -> str:
     try:
         check_callback_url(url, settings)
     except BlockedUrl as exc:
         raise InvalidField("json", field, str(exc)) from None
     return url
-
-
-# Headers a tenant may not set: hop-by-hop ones, the ones that frame the request, and ours.
-FORBIDDEN_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "content-type",
-        "content-encoding",
-        "expect",
-    }
-)
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def _checked_headers(headers: dict[str, str], settings: Settings) -> dict[str, str]:
@@ -57,15 +35,33 @@ def _checked_headers(headers: dict[str, str], settings: Settings) -> dict[str, s
         )
     for name, value in headers.items():
         lowered = name.lower()
-        if not _HEADER_NAME.match(name):
+        if not HEADER_NAME.match(name):
             raise InvalidField("json", "headers", f"{name!r} is not a valid header name")
         if lowered in FORBIDDEN_HEADERS or lowered.startswith("webhook-"):
             raise InvalidField("json", "headers", f"{name!r} cannot be set on a callback")
-        if any(ch in value for ch in "\r\n\x00"):
+        if any(ch in value for ch in "\r\n"):
             raise InvalidField("json", "headers", f"the value of {name!r} has a line break")
+        if not HEADER_VALUE.match(value):
+            raise InvalidField(
+                "json",
+                "headers",
+                f"the value of {name!r} is not a valid header value (RFC 9110): no control "
+                "characters, no leading or trailing space, Latin-1 only",
+            )
     if len({name.lower() for name in headers}) != len(headers):
         raise InvalidField("json", "headers", "a header is named twice")
     return dict(headers)
+
+
+def _unmasked(sent: dict[str, str], stored: dict[str, str]) -> dict[str, str]:
+    """Headers sent back as they were shown: a masked credential keeps its stored value."""
+    stored_by_name = {name.lower(): value for name, value in stored.items()}
+    return {
+        name: stored_by_name[name.lower()]
+        if value == MASKED and name.lower() in SENSITIVE_HEADERS and name.lower() in stored_by_name
+        else value
+        for name, value in sent.items()
+    }
 
 
 def _pinned_format(format_name: str, version: int | None) -> tuple[str, int]:
@@ -99,10 +95,21 @@ def create_callback(
     pinned_format, pinned_version = _pinned_format(
         fields.get("format") or formats.DEFAULT_FORMAT, fields.get("format_version")
     )
+    url = checked_url(fields["url"], settings)
+    _lock_tenants_callbacks(session, tenant)
+    count = session.scalar(
+        select(func.count()).select_from(Callback).where(Callback.tenant_id == tenant.id)
+    )
+    if (count or 0) >= settings.max_callbacks_per_tenant:
+        raise Conflict(
+            f"You have {count} callbacks, the most a tenant may have "
+            f"(BOOMERANG_MAX_CALLBACKS_PER_TENANT); delete one first."
+        )
+    _refuse_duplicate_url(session, tenant, url)
     callback = Callback(
         id=uuid.uuid4(),
         tenant_id=tenant.id,
-        url=_checked_url(fields["url"], settings),
+        url=url,
         event_types=list(fields.get("event_types") or events.DEFAULT_EVENT_TYPES),
         description=fields.get("description"),
         success_status=fields.get("success_status"),
@@ -115,6 +122,23 @@ def create_callback(
     session.add(callback)
     session.flush()
     return callback
+
+
+def _lock_tenants_callbacks(session: Session, tenant: Tenant) -> None:
+    # Concurrent registrations of one tenant queue here, so the cap and the one-callback-per-URL
+    # rule hold under races.
+    session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
+
+
+def _refuse_duplicate_url(session: Session, tenant: Tenant, url: str) -> None:
+    """One callback per URL: two would double every event sent to someone else's site."""
+    existing = session.scalar(
+        select(Callback.id).where(Callback.tenant_id == tenant.id, Callback.url == url)
+    )
+    if existing is not None:
+        raise InvalidField(
+            "json", "url", f"is already registered as callback {existing}; change that one"
+        )
 
 
 def list_callbacks(session: Session, tenant: Tenant) -> list[Callback]:
@@ -154,12 +178,17 @@ def update_callback(
     format_version = fields.get("format_version")
     if format_version is not None or wanted_format != callback.format:
         callback.format, callback.format_version = _pinned_format(wanted_format, format_version)
-    if "url" in fields:
-        callback.url = _checked_url(fields["url"], settings)
+    if "url" in fields and fields["url"] != callback.url:
+        url = checked_url(fields["url"], settings)
+        _lock_tenants_callbacks(session, tenant)
+        _refuse_duplicate_url(session, tenant, url)
+        callback.url = url
     if "event_types" in fields:
         callback.event_types = list(fields["event_types"])
     if "headers" in fields:
-        callback.headers = _checked_headers(fields["headers"] or {}, settings)
+        callback.headers = _checked_headers(
+            _unmasked(fields["headers"] or {}, callback.headers), settings
+        )
     for name in ("description", "success_status"):
         if name in fields:
             setattr(callback, name, fields[name])
@@ -180,148 +209,6 @@ def delete_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) ->
     )
     session.delete(callback)
     session.flush()
-
-
-def disable_callback(
-    session: Session, callback_id: uuid.UUID, reason: str, now: datetime
-) -> Callback | None:
-    """Stop sending to a callback and tell the tenant's other callbacks (``callback.disabled``)."""
-    callback = session.scalar(select(Callback).where(Callback.id == callback_id).with_for_update())
-    if callback is None or not callback.enabled:
-        return None
-    callback.enabled = False
-    callback.disabled_reason = reason
-    metrics.after_commit(session, metrics.callback_disabled)
-    session.flush()
-    data = {
-        "callback_id": str(callback.id),
-        "url": callback.url,
-        "reason": reason,
-        "disabled_at": now.isoformat(),
-    }
-    _tell_other_callbacks(
-        session, callback.tenant_id, callback.id, events.CALLBACK_DISABLED, data, now
-    )
-    return callback
-
-
-def _tell_other_callbacks(
-    session: Session,
-    tenant_id: uuid.UUID,
-    about: uuid.UUID,
-    event_type: str,
-    data: dict[str, Any],
-    now: datetime,
-) -> None:
-    """Publish an event about one callback to the tenant's other callbacks that subscribe to it
-    (never to the callback itself: it is the one in trouble)."""
-    listeners = [
-        other
-        for other in events.subscribed_callbacks(session, tenant_id, event_type)
-        if other.id != about
-    ]
-    if listeners:
-        events.publish(
-            session,
-            tenant_id=tenant_id,
-            event_type=event_type,
-            data=data,
-            now=now,
-            callbacks=listeners,
-        )
-
-
-def note_attempt_outcome(
-    session: Session, callback_id: uuid.UUID, succeeded: bool, now: datetime, settings: Settings
-) -> None:
-    """Keep the callback's failure streak for one attempt; see ``note_attempt_outcomes``."""
-    note_attempt_outcomes(session, callback_id, [succeeded], now, settings)
-
-
-def note_attempt_outcomes(
-    session: Session,
-    callback_id: uuid.UUID,
-    outcomes: Sequence[bool],
-    now: datetime,
-    settings: Settings,
-) -> None:
-    """Apply a batch of one callback's attempt outcomes, in order, as of ``now``.
-
-    Keeps the failure streak; raises ``callback.failing`` once the callback has failed for
-    ``callback_failing_after_seconds`` with no success, and ``callback.recovered`` at the first
-    success after that, each once per incident however many deliveries and workers it spans;
-    disables the callback once it has failed for ``callback_disable_after_seconds``. Two
-    statements whatever the batch size (plus the events raised); a healthy callback's successes
-    cost one SELECT and take no lock.
-    """
-    if not outcomes:
-        return
-    query = select(
-        Callback.tenant_id,
-        Callback.url,
-        Callback.enabled,
-        Callback.consecutive_failures,
-        Callback.failing_since,
-        Callback.failing_reported_at,
-    ).where(Callback.id == callback_id)
-    if all(outcomes):
-        # Matches no row while the callback is healthy, so the common case takes no row lock.
-        query = query.where(
-            or_(Callback.consecutive_failures > 0, Callback.failing_reported_at.is_not(None))
-        )
-    # The row lock queues concurrent workers' batches for this callback, and each one then reads
-    # what the one before it committed: exactly one of them sees a transition and announces it.
-    # NO KEY UPDATE (key_share), as a plain UPDATE takes: new deliveries referencing this callback
-    # need not wait for it, and two callbacks telling each other cannot deadlock on those keys.
-    row = session.execute(query.with_for_update(key_share=True)).one_or_none()
-    if row is None:
-        return
-    failing_after = timedelta(seconds=settings.callback_failing_after_seconds)
-    disable_after = timedelta(seconds=settings.callback_disable_after_seconds)
-    enabled = row.enabled
-    streak, since, reported = row.consecutive_failures, row.failing_since, row.failing_reported_at
-    # What happened, in order: (event type, its data), or (CALLBACK_DISABLED, the reason).
-    raised: list[tuple[str, Any]] = []
-    for succeeded in outcomes:
-        if succeeded:
-            if reported is not None and since is not None:
-                incident = _incident(callback_id, row.url, since, streak)
-                raised.append(
-                    (events.CALLBACK_RECOVERED, incident | {"recovered_at": now.isoformat()})
-                )
-            streak, since, reported = 0, None, None
-            continue
-        streak += 1
-        since = since or now
-        if enabled and reported is None and since <= now - failing_after:
-            reported = now
-            raised.append((events.CALLBACK_FAILING, _incident(callback_id, row.url, since, streak)))
-        if enabled and since <= now - disable_after:
-            enabled = False
-            reason = f"{streak} failed attempts in a row since {since.isoformat()} with no success"
-            raised.append((events.CALLBACK_DISABLED, reason))
-    session.execute(
-        update(Callback)
-        .where(Callback.id == callback_id)
-        .values(consecutive_failures=streak, failing_since=since, failing_reported_at=reported)
-    )
-    for event_type, detail in raised:
-        if event_type == events.CALLBACK_DISABLED:
-            disable_callback(session, callback_id, detail, now)
-        else:
-            _tell_other_callbacks(session, row.tenant_id, callback_id, event_type, detail, now)
-
-
-def _incident(
-    callback_id: uuid.UUID, url: str, failing_since: datetime, failed_attempts: int
-) -> dict[str, Any]:
-    """What ``callback.failing`` and ``callback.recovered`` say about the incident."""
-    return {
-        "callback_id": str(callback_id),
-        "url": url,
-        "failing_since": failing_since.isoformat(),
-        "failed_attempts": failed_attempts,
-    }
 
 
 def enable_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) -> Callback:
@@ -365,7 +252,7 @@ def recover_callback(
         )
     )
     if ids:
-        events.wake_deliveries(session)
+        wake_deliveries(session)
     return len(ids)
 
 
@@ -398,7 +285,7 @@ def send_test_event(
     """Queue a ``callback.test`` event to this one callback, enabled or not."""
     callback = get_callback(session, tenant, callback_id)
     data = {"callback_id": str(callback.id), "message": "This is a test event from Boomerang."}
-    (delivery,) = events.publish(
+    (made,) = outbox.publish(
         session,
         tenant_id=tenant.id,
         event_type=events.CALLBACK_TEST,
@@ -406,4 +293,4 @@ def send_test_event(
         now=now,
         callbacks=[callback],
     )
-    return delivery
+    return session.get_one(Delivery, made.id)

@@ -1,4 +1,5 @@
-"""Deliveries: read the log and retry by hand. The worker's side is in ``attempts``."""
+"""Deliveries as tenants see them: read the log, page through it, retry by hand. Sending them is
+the delivery pipeline's (``workers/delivery/``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.errors import Conflict, NotFound
 from app.models import Delivery, DeliveryStatus, Job, Message, Tenant
+from app.paging import newest_first_page
+from app.queues import wake_deliveries
 from app.services.callbacks import get_callback
-from app.services.events import wake_deliveries
 from config.settings import Settings
 
 
@@ -42,6 +44,28 @@ def list_job_deliveries(session: Session, tenant: Tenant, job_id: uuid.UUID) -> 
             .order_by(Delivery.created_at, Delivery.id)
         )
     )
+
+
+def list_deliveries(
+    session: Session,
+    tenant: Tenant,
+    *,
+    status: DeliveryStatus | None = None,
+    callback_id: uuid.UUID | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Delivery], str | None]:
+    """A page of the tenant's deliveries, newest first (without attempts), and the next cursor."""
+    query = (
+        select(Delivery)
+        .options(selectinload(Delivery.message))
+        .where(Delivery.tenant_id == tenant.id)
+    )
+    if status is not None:
+        query = query.where(Delivery.status == status)
+    if callback_id is not None:
+        query = query.where(Delivery.callback_id == callback_id)
+    return newest_first_page(session, query, Delivery, limit, cursor)
 
 
 def _callback_was_deleted(session: Session, delivery: Delivery) -> bool:

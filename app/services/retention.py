@@ -1,4 +1,4 @@
-"""Retention: delete old attempts and finished jobs in small batches."""
+"""Retention: delete old attempts, finished jobs and spent portal sessions in small batches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import Session
 
-from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Job, JobStatus, Message
+from app.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Job,
+    JobStatus,
+    Message,
+    PortalSession,
+)
 from config.settings import Settings
 
 
@@ -69,4 +77,19 @@ def prune_batch(session: Session, now: datetime, settings: Settings) -> dict[str
     keys = _rowcount(
         session.execute(update(Job).where(Job.id.in_(expired_keys)).values(idempotency_key=None))
     )
-    return {"attempts": attempts, "jobs": jobs, "messages": messages, "idempotency_keys": keys}
+    # Portal sessions past their lifetime (signed out or not) are of no use to anyone.
+    old_sessions = (
+        select(PortalSession.id)
+        .where(PortalSession.created_at < now - timedelta(seconds=settings.portal_session_seconds))
+        .limit(batch)
+    )
+    sessions = _rowcount(
+        session.execute(delete(PortalSession).where(PortalSession.id.in_(old_sessions)))
+    )
+    return {
+        "attempts": attempts,
+        "jobs": jobs,
+        "messages": messages,
+        "idempotency_keys": keys,
+        "portal_sessions": sessions,
+    }

@@ -1,15 +1,14 @@
 """Read-only overviews of one tenant's traffic for the portal: per-callback health over a window,
-counts by status, and pages of deliveries. Every query is scoped to the tenant."""
+and counts by status. Every query is scoped to the tenant."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
 
 from app.models import (
     Callback,
@@ -160,58 +159,3 @@ def _count_by_status(
     ):
         counts[statuses(status).value] = count
     return counts
-
-
-class BadCursor(ValueError):
-    """A paging cursor this module did not make."""
-
-
-def encode_cursor(delivery: Delivery) -> str:
-    """An opaque cursor pointing just past ``delivery`` in newest-first order."""
-    raw = f"{delivery.created_at.isoformat()}|{delivery.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """Undo ``encode_cursor``."""
-    try:
-        created, _, delivery_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(delivery_id)
-    except (ValueError, UnicodeDecodeError):
-        raise BadCursor("not a cursor this page made") from None
-
-
-def list_deliveries(
-    session: Session,
-    tenant: Tenant,
-    *,
-    status: DeliveryStatus | None = None,
-    callback_id: uuid.UUID | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> tuple[list[Delivery], str | None]:
-    """A page of the tenant's deliveries, newest first (without attempts), and the next cursor."""
-    query = (
-        select(Delivery)
-        .options(selectinload(Delivery.message))
-        .where(Delivery.tenant_id == tenant.id)
-    )
-    if status is not None:
-        query = query.where(Delivery.status == status)
-    if callback_id is not None:
-        query = query.where(Delivery.callback_id == callback_id)
-    if cursor:
-        created, delivery_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Delivery.created_at < created,
-                and_(Delivery.created_at == created, Delivery.id < delivery_id),
-            )
-        )
-    rows = list(
-        session.scalars(
-            query.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit + 1)
-        )
-    )
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor

@@ -46,17 +46,12 @@ def issue_api_key(session: Session, tenant: Tenant) -> NewApiKey:
     return NewApiKey(key=key, api_key=f"{prefix}.{secret}")
 
 
-def create_api_key(session: Session, tenant: Tenant) -> str:
-    """Add a key for ``tenant`` and return it in full; only its hash is stored."""
-    return issue_api_key(session, tenant).api_key
-
-
 def create_tenant(session: Session, name: str) -> NewTenant:
     """A tenant with its own signing secret and a first API key."""
     tenant = Tenant(name=name, signing_secret=new_signing_secret())
     session.add(tenant)
     session.flush()
-    return NewTenant(tenant=tenant, api_key=create_api_key(session, tenant))
+    return NewTenant(tenant=tenant, api_key=issue_api_key(session, tenant).api_key)
 
 
 def authenticate(session: Session, api_key: str) -> Tenant | None:
@@ -64,12 +59,24 @@ def authenticate(session: Session, api_key: str) -> Tenant | None:
     prefix, dot, secret = api_key.partition(".")
     if not dot or not prefix.startswith(f"{KEY_PREFIX}_"):
         return None
-    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)))
-    if key is None:
+    # One round trip for the key and its tenant, read as a plain row: this runs before every API
+    # request, and the tenant is only read from (a transient object, never added to a session).
+    # Core on the session's connection: the ORM's execute layer would only add cost here.
+    found = (
+        session.connection()
+        .execute(
+            select(Tenant.__table__, ApiKey.secret_hash)
+            .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+            .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        )
+        .one_or_none()
+    )
+    if found is None:
         return None
-    if not hmac.compare_digest(key.secret_hash, _hash_secret(secret)):
+    *columns, secret_hash = found
+    if not hmac.compare_digest(secret_hash, _hash_secret(secret)):
         return None
-    return key.tenant
+    return Tenant(**dict(zip(Tenant.__table__.columns.keys(), columns, strict=True)))
 
 
 def get_tenant(session: Session, tenant_id: uuid.UUID) -> Tenant:

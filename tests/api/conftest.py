@@ -1,30 +1,14 @@
-"""Helpers for the API tests: the tenant's row, a real outbound client, and job shortcuts."""
+"""Helpers for the API tests: job shortcuts."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from app.models import Delivery, Message
-from workers.http import OutboundClient
-from workers.running import execute_job
-
-
-@pytest.fixture
-def owner(tenant):
-    """The authenticated tenant's row."""
-    return tenant[0]
-
-
-@pytest.fixture
-def http(settings):
-    """The real outbound client deliveries go through."""
-    client = OutboundClient(settings)
-    yield client
-    client.close()
+from tests.job_runs import execute_job
 
 
 def submit_job(client: Any, auth: dict[str, str], **body: Any) -> dict[str, Any]:

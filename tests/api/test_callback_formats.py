@@ -67,7 +67,8 @@ def test_a_registered_callback_keeps_its_version_when_a_new_one_is_released(
 
     shown = client.get(f"/v1/callbacks/{before['id']}", headers=auth).get_json()
     assert shown["format_version"] == 1
-    assert register(client, auth, format="cloudevents")["format_version"] == 2
+    newer = register(client, auth, url=f"{URL}/newer", format="cloudevents")
+    assert newer["format_version"] == 2
 
 
 def test_an_unknown_format_is_refused_naming_the_field(client, auth):

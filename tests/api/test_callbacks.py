@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from app import create_app
+from app import create_app, events
 from app.models import Callback, Delivery, DeliveryStatus, Message
-from app.services import events
-from app.services.attempts import claim_deliveries
+from app.services import outbox
 from app.services.callbacks import signing_secrets
 from tests.api.conftest import delivery_ids_of, run_job, submit_job
 from tests.conftest import error_fields
 from tests.factories import make_callback
-from workers.delivery import deliver
+from tests.sending import deliver
+from workers.delivery.store import claim_deliveries
 
 URL = "http://127.0.0.1:9/hook"
 CALLBACK_KEYS = {
@@ -48,7 +48,7 @@ def reload_delivery(db_session, delivery_id) -> Delivery:
 
 
 def publish_to(db_session, owner, callback) -> Delivery:
-    (delivery,) = events.publish(
+    (made,) = outbox.publish(
         db_session,
         tenant_id=owner.id,
         event_type=events.JOB_SUCCEEDED,
@@ -57,7 +57,7 @@ def publish_to(db_session, owner, callback) -> Delivery:
         callbacks=[callback],
     )
     db_session.commit()
-    return delivery
+    return db_session.get_one(Delivery, made.id)
 
 
 # Create ------------------------------------------------------------------------------------------
@@ -92,7 +92,8 @@ def test_it_stores_the_given_event_types_description_and_success_status(client, 
 
 
 def test_each_callback_gets_its_own_secret(client, auth):
-    assert register(client, auth)["secret"] != register(client, auth)["secret"]
+    first = register(client, auth)["secret"]
+    assert first != register(client, auth, url="http://127.0.0.1:9/other")["secret"]
 
 
 def test_it_lists_only_the_tenants_own_callbacks_without_secrets(
@@ -574,3 +575,53 @@ def test_an_unknown_callback_is_not_found(client, auth, method, suffix, body, qu
     )
     assert response.status_code == 404
     assert error_fields(response) == {}
+
+
+def test_a_url_the_tenant_registered_already_is_refused_on_create_and_on_change(
+    client, auth, other_auth
+):
+    register(client, auth)
+    other = register(client, auth, url="http://127.0.0.1:9/other")
+    response = client.post("/v1/callbacks", json={"url": URL}, headers=auth)
+    assert response.status_code == 422
+    assert "already registered" in error_fields(response)["url"][0]
+    response = client.patch(f"/v1/callbacks/{other['id']}", json={"url": URL}, headers=auth)
+    assert response.status_code == 422
+    # Another tenant may of course register the same URL.
+    assert client.post("/v1/callbacks", json={"url": URL}, headers=other_auth).status_code == 201
+
+
+def test_a_tenant_cannot_register_more_callbacks_than_the_cap(client, auth, settings, db_session):
+    capped = settings.replace(max_callbacks_per_tenant=2)
+    from app import create_app
+
+    app = create_app(capped, session_factory=lambda: db_session)
+    capped_client = app.test_client()
+    for n in range(2):
+        db_session.commit()
+        ok = capped_client.post("/v1/callbacks", json={"url": f"{URL}/{n}"}, headers=auth)
+        assert ok.status_code == 201
+    db_session.commit()
+    response = capped_client.post("/v1/callbacks", json={"url": f"{URL}/2"}, headers=auth)
+    assert response.status_code == 409
+    assert "BOOMERANG_MAX_CALLBACKS_PER_TENANT" in response.get_json()["message"]
+
+
+def test_one_event_makes_one_delivery_per_distinct_url(db_session, owner):
+    from datetime import UTC, datetime
+
+    hook = make_callback(db_session, owner, URL)
+    made = outbox.publish(
+        db_session,
+        tenant_id=owner.id,
+        event_type=events.JOB_SUCCEEDED,
+        data={},
+        now=datetime.now(UTC),
+        subscribers=True,
+        extra_urls=[URL, URL, "http://127.0.0.1:9/adhoc"],
+    )
+    assert {(d.callback_id, d.url) for d in made} == {
+        (hook.id, URL),
+        (None, "http://127.0.0.1:9/adhoc"),
+    }
+    assert len(made) == 2

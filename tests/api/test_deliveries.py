@@ -10,7 +10,7 @@ import pytest
 from app.models import Delivery, DeliveryStatus
 from tests.api.conftest import delivery_ids_of, run_job, submit_job
 from tests.conftest import error_fields
-from workers.delivery import deliver
+from tests.sending import deliver
 
 DELIVERY_KEYS = {
     "id",
@@ -312,7 +312,7 @@ def test_a_finished_delivery_of_a_deleted_callback_cannot_be_retried(
     from app.models import DeliveryStatus
     from tests.factories import make_callback, make_delivery
 
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:1/gone")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/gone")
     delivery = make_delivery(db_session, callback)
     delivery.status = DeliveryStatus.SUCCEEDED
     db_session.flush()

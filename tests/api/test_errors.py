@@ -73,14 +73,14 @@ def test_every_api_route_needs_a_valid_api_key(client, sent_tasks, method, path,
 
 
 def test_a_valid_key_with_the_wrong_secret_is_refused(client, tenant):
-    prefix, _, _ = tenant[1].partition(".")
+    prefix, _, _ = tenant.api_key.partition(".")
     response = client.get("/v1/jobs", headers={"Authorization": f"Bearer {prefix}.wrong"})
     assert_error_shape(response, 401)
 
 
 def test_a_revoked_key_is_refused(client, auth, db_session, tenant):
     assert client.get("/v1/jobs", headers=auth).status_code == 200
-    prefix = tenant[1].partition(".")[0]
+    prefix = tenant.api_key.partition(".")[0]
     key = db_session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
     key.revoked_at = datetime.now(UTC)
 
@@ -91,7 +91,7 @@ def test_a_revoked_key_is_refused(client, auth, db_session, tenant):
 
 
 def test_the_bearer_scheme_is_case_insensitive(client, tenant):
-    response = client.get("/v1/jobs", headers={"Authorization": f"bearer {tenant[1]}"})
+    response = client.get("/v1/jobs", headers={"Authorization": f"bearer {tenant.api_key}"})
     assert response.status_code == 200
 
 

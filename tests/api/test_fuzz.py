@@ -20,8 +20,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import select
 
 from app.models import ApiKey
-from app.services.tenants import create_api_key
-from tests.factories import make_callback, make_delivery, make_job
+from tests.factories import make_api_key, make_callback, make_delivery, make_job
 
 # Per operation and mode: ~25 operations x 3 modes stay well under a minute on two cores.
 MAX_EXAMPLES = 30
@@ -69,7 +68,7 @@ def existing_ids(db_session, owner) -> dict[str, str]:
     )
     delivery = make_delivery(db_session, callback, job_id=job.id)
     # A spare key to revoke: revoking the one the requests are made with would end the run.
-    spare_prefix = create_api_key(db_session, owner).partition(".")[0]
+    spare_prefix = make_api_key(db_session, owner).partition(".")[0]
     spare_key_id = db_session.scalar(select(ApiKey.id).where(ApiKey.prefix == spare_prefix))
     return {
         "callback_id": str(callback.id),

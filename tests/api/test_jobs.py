@@ -37,13 +37,13 @@ def post_json(client, auth, raw: str, **headers):
 
 
 def job_tasks(sent_tasks):
-    return [t for t in sent_tasks if t.name == "boomerang.run_job"]
+    return [t for t in sent_tasks if t.name == "boomerang.run_jobs"]
 
 
 # Submit ------------------------------------------------------------------------------------------
 
 
-def test_it_accepts_a_job_with_202_a_location_and_one_run_job_task(
+def test_it_accepts_a_job_with_202_a_location_and_one_jobs_wake_after_commit(
     client, auth, db_session, sent_tasks
 ):
     response = client.post(
@@ -52,7 +52,7 @@ def test_it_accepts_a_job_with_202_a_location_and_one_run_job_task(
 
     assert response.status_code == 202
     body = response.get_json()
-    assert set(body) == JOB_KEYS | {"redirect_link"}
+    assert set(body) == JOB_KEYS | {"redirect_link", "stream_url"}
     assert response.headers["Location"] == f"/v1/jobs/{body['id']}"
     assert body["type"] == "echo"
     assert body["status"] == "queued"
@@ -61,9 +61,8 @@ def test_it_accepts_a_job_with_202_a_location_and_one_run_job_task(
     assert body["attempts"] == 0
     assert body["redirect_link"] is None
     assert datetime.fromisoformat(body["created_at"]).tzinfo is not None
-    assert [(t.name, t.args, t.queue) for t in sent_tasks] == [
-        ("boomerang.run_job", (body["id"],), "jobs")
-    ]
+    # A wake with no id: which job to run is Postgres's to say.
+    assert [(t.name, t.args, t.queue) for t in sent_tasks] == [("boomerang.run_jobs", (), "jobs")]
     stored = db_session.get(Job, uuid.UUID(body["id"]))
     assert stored.status == JobStatus.QUEUED
     assert stored.input == {"hello": "world"}
@@ -98,15 +97,29 @@ def test_a_callback_url_query_parameter_is_stored_as_the_callback_url(client, au
     assert stored.callback_url == "http://127.0.0.1:9/done?order=7"
 
 
-def test_a_callback_url_in_the_body_wins_over_the_query_parameter(client, auth):
+def test_a_callback_url_in_the_body_and_a_different_one_in_the_query_is_a_422(
+    client, auth, sent_tasks
+):
     response = client.post(
         "/v1/jobs",
         query_string={"callbackURL": "http://127.0.0.1:9/query"},
         json={"type": "echo", "callback_url": "http://127.0.0.1:9/body"},
         headers=auth,
     )
+    assert response.status_code == 422
+    assert "conflicts" in response.get_json()["errors"]["query"]["callbackURL"][0]
+    assert job_tasks(sent_tasks) == []
+
+
+def test_the_same_callback_url_in_the_body_and_the_query_is_accepted(client, auth):
+    response = client.post(
+        "/v1/jobs",
+        query_string={"callbackURL": "http://127.0.0.1:9/hook"},
+        json={"type": "echo", "callback_url": "http://127.0.0.1:9/hook"},
+        headers=auth,
+    )
     assert response.status_code == 202
-    assert response.get_json()["callback_url"] == "http://127.0.0.1:9/body"
+    assert response.get_json()["callback_url"] == "http://127.0.0.1:9/hook"
 
 
 def test_it_rejects_an_unknown_job_type(client, auth, sent_tasks):

@@ -18,9 +18,9 @@ RETURN_URL = f"{SITE}/done?order=42&lang=en"
 
 @pytest.fixture
 def site(client, auth):
-    """A registered callback on SITE, which proves the tenant owns that origin."""
-    response = client.post("/v1/callbacks", json={"url": f"{SITE}/hook"}, headers=auth)
-    assert response.status_code == 201
+    """SITE listed as one of the tenant's redirect origins."""
+    response = client.patch("/v1/tenant", json={"redirect_origins": [SITE]}, headers=auth)
+    assert response.status_code == 200, response.get_json()
 
 
 def token_of(job) -> str:
@@ -191,3 +191,87 @@ def test_an_unknown_token_is_a_json_404(client, token):
 def test_a_job_without_a_redirect_url_has_no_link(client, auth):
     job = submit_job(client, auth)
     assert job["redirect_link"] is None
+
+
+# Which origins: the tenant's own list ----------------------------------------------------------
+
+
+def test_a_registered_callback_no_longer_makes_its_origin_a_redirect_target(client, auth):
+    # Anyone can register any URL as a callback: it proves nothing about who owns the site.
+    assert (
+        client.post("/v1/callbacks", json={"url": f"{SITE}/hook"}, headers=auth).status_code == 201
+    )
+    response = client.post(
+        "/v1/jobs", json={"type": "echo", "redirect_url": RETURN_URL}, headers=auth
+    )
+    assert response.status_code == 422
+    assert "redirect origins" in error_fields(response)["redirect_url"][0]
+
+
+def test_the_tenant_lists_its_redirect_origins_normalised(client, auth):
+    response = client.patch(
+        "/v1/tenant",
+        json={"redirect_origins": ["https://Shop.Example", "http://127.0.0.1:9/", SITE]},
+        headers=auth,
+    )
+    assert response.status_code == 200
+    assert response.get_json()["redirect_origins"] == ["https://shop.example", SITE]
+    assert client.get("/v1/tenant", headers=auth).get_json()["redirect_origins"] == [
+        "https://shop.example",
+        SITE,
+    ]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://shop.example/return",  # a path: an origin has none
+        "https://shop.example?x=1",
+        "ftp://shop.example",
+        "https://user@shop.example",
+        "https://",
+        "shop.example",
+    ],
+)
+def test_what_is_not_an_origin_is_refused_naming_the_field(client, auth, origin):
+    response = client.patch("/v1/tenant", json={"redirect_origins": [origin]}, headers=auth)
+    assert response.status_code == 422
+    assert "redirect_origins" in error_fields(response)
+
+
+def test_another_tenants_redirect_origins_do_not_apply(client, auth, other_auth, site):
+    response = client.post(
+        "/v1/jobs", json={"type": "echo", "redirect_url": RETURN_URL}, headers=other_auth
+    )
+    assert response.status_code == 422
+
+
+def test_removing_an_origin_stops_the_links_already_given_out(
+    client, auth, db_session, settings, site
+):
+    job = submit_job(client, auth, redirect_url=RETURN_URL)
+    run_job(db_session, settings, job["id"])
+    assert client.get(f"/r/{token_of(job)}").status_code == 303
+
+    client.patch("/v1/tenant", json={"redirect_origins": []}, headers=auth)
+
+    response = client.get(f"/r/{token_of(job)}")
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+
+
+def test_cors_origins_are_set_apart_and_do_not_make_a_redirect_target(client, auth):
+    response = client.patch(
+        "/v1/tenant", json={"cors_origins": ["https://App.Example/"]}, headers=auth
+    )
+    assert response.status_code == 200
+    assert response.get_json()["cors_origins"] == ["https://app.example"]
+    assert response.get_json()["redirect_origins"] == []
+
+    refused = client.post(
+        "/v1/jobs",
+        json={"type": "echo", "redirect_url": "https://app.example/done"},
+        headers=auth,
+    )
+    assert refused.status_code == 422
+    assert "redirect_url" in error_fields(refused)

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from tests.e2e.stack import REPO
+from tests.support import REPO
+from tests.support.settings import DATABASE_PREFIX
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(400)]
 
-SCENARIOS = ("throughput", "slow", "noisy", "ingest", "backlog")
+SCENARIOS = ("throughput", "slow", "noisy", "ingest", "e2e", "backlog", "dead")
 
 
 def positive(figures: dict, *names: str) -> None:
@@ -34,7 +35,7 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
             "--json",
             str(out),
             "--database",
-            "boomerang_bench_smoke",
+            f"{DATABASE_PREFIX}_bench_smoke",
         ],
         cwd=REPO,
         capture_output=True,
@@ -92,3 +93,17 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
     )
     assert backlog["redis_deliveries_llen"] == 0  # the backlog waits in Postgres, not in Redis
     assert backlog["due_lost"] == 0
+
+    e2e = scenarios["e2e"]
+    for system in ("boomerang", "tutorial"):
+        figures = e2e[system]
+        assert figures["lost"] == 0 and figures["duplicates"] == 0, (system, figures)
+        assert figures["steady"]["lost"] == 0 and figures["steady"]["duplicates"] == 0
+        positive(figures, "jobs", "jobs_per_second")
+        positive(figures["steady"], "jobs", "submit_to_receipt_p99_ms")
+
+    dead = scenarios["dead"]
+    for side in ("alone", "beside_dead"):
+        assert dead[side]["lost"] == 0 and dead[side]["duplicates"] == 0, (side, dead[side])
+        positive(dead[side], "jobs", "p50_ms", "p99_ms")
+    assert dead["dead_requests_seen"] > 0  # the dead receivers really were called and hung

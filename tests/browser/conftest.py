@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATABASE_PREFIX, make_settings, recreate_database, worker_number
-from tests.e2e.stack import QUICK_ENV, REPO, RedisServer, Stack
+from tests.support import REPO
+from tests.support.settings import database_name, worker_number
+from tests.support.stack import QUICK_ENV, Stack, running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,25 +32,10 @@ BROWSER_ENV = {**QUICK_ENV, "BOOMERANG_LOG_FORMAT": "text"}
 def stack(worker_id, tmp_path_factory) -> Iterator[Stack]:
     """The whole service on its own database and Redis. No BOOMERANG_SECRET_KEY: the web workers
     must agree on the session key kept in Postgres, as on a fresh machine."""
-    number = worker_number(worker_id)
-    database = f"{DATABASE_PREFIX}_browser_{number}"
-    recreate_database(make_settings(database, 0, **BROWSER_ENV))
+    database = database_name("browser", worker_number(worker_id))
     log_dir = tmp_path_factory.mktemp("browser-stack")
-    redis_server = RedisServer(log_dir)
-    redis_server.start()
-    env = {
-        **BROWSER_ENV,
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
-        "REDIS_URL": redis_server.url,
-    }
-    stack = Stack(env=env, log_dir=log_dir)
-    stack.env["BOOMERANG_PUBLIC_URL"] = stack.base_url
-    try:
-        stack.start()
+    with running_stack(database, log_dir, BROWSER_ENV) as stack:
         yield stack
-    finally:
-        stack.stop()
-        redis_server.stop()
 
 
 @pytest.fixture(scope="module")

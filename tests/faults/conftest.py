@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import make_settings, recreate_database, worker_number
-from tests.e2e.stack import REPO, RedisServer, Stack
-from tests.receiver import Receiver
+from app.receiver import Receiver
+from tests.support import REPO
+from tests.support.settings import database_name, worker_number
+from tests.support.stack import Stack, running_stack
 
 FIGURES_FILE = Path(os.environ.get("BOOMERANG_FAULT_FIGURES", REPO / "artifacts" / "faults.jsonl"))
 
@@ -32,7 +32,6 @@ FAULT_ENV = {
     "BOOMERANG_TOTAL_TIMEOUT_SECONDS": "4",
     "BOOMERANG_JOB_LEASE_SECONDS": "5",
     "BOOMERANG_SWEEP_INTERVAL_SECONDS": "0.5",
-    "BOOMERANG_REQUEUE_AFTER_SECONDS": "3",
     # Bursts of hundreds of submits (and their retries) from one tenant measure faults, not the
     # rate limit.
     "BOOMERANG_RATE_LIMIT": "100000 per minute",
@@ -47,10 +46,7 @@ class Account:
 
 
 class FaultStack(Stack):
-    """A Stack with a private Redis and helpers to drive bursts through it."""
-
-    redis_server: RedisServer
-    database_url: str
+    """A Stack with helpers to drive bursts through it."""
 
     def api(self, account: Account, method: str, path: str, **kwargs):
         headers = {"Authorization": f"Bearer {account.api_key}", **kwargs.pop("headers", {})}
@@ -85,36 +81,14 @@ class FaultStack(Stack):
         with ThreadPoolExecutor(8) as pool:
             return list(pool.map(one, range(count)))
 
-    def sql(self, statement: str, **params: object) -> list:
-        engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg2://"))
-        try:
-            with engine.begin() as conn:
-                result = conn.execute(text(statement), params)
-                return list(result) if result.returns_rows else []
-        finally:
-            engine.dispose()
-
 
 @pytest.fixture
 def fault_stack(worker_id, tmp_path):
-    number = worker_number(worker_id)
-    database = f"boomerang_fault_{number}"
-    recreate_database(make_settings(database, 0, **FAULT_ENV))
-    redis_server = RedisServer(tmp_path)
-    redis_server.start()
-    env = {
-        **FAULT_ENV,
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
-        "REDIS_URL": redis_server.url,
-    }
-    stack = FaultStack(env=env, log_dir=tmp_path)
-    stack.redis_server = redis_server
-    stack.database_url = env["DATABASE_URL"]
-    stack.env["BOOMERANG_PUBLIC_URL"] = stack.base_url
-    stack.start()
-    yield stack
-    stack.stop()
-    redis_server.stop()
+    """The whole service on its own database and a private Redis that a test may flush or
+    restart."""
+    database = database_name("fault", worker_number(worker_id))
+    with running_stack(database, tmp_path, FAULT_ENV, kind=FaultStack) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict
 from app.models import ApiKey, Tenant
-from app.services.tenants import create_api_key, revoke_api_key
-from tests.factories import make_tenant
+from app.services.tenants import revoke_api_key
+from tests.factories import make_api_key, make_tenant
 
 
 def test_two_requests_revoking_a_tenants_last_two_keys_at_once_leave_one_active(engine):
     with Session(engine, expire_on_commit=False) as setup:
         tenant, _ = make_tenant(setup, "acme")
-        create_api_key(setup, tenant)
+        make_api_key(setup, tenant)
         first, second = setup.scalars(select(ApiKey.id).where(ApiKey.tenant_id == tenant.id))
         setup.commit()
     outcome: list[BaseException | None] = []

@@ -33,7 +33,7 @@ def old_job_with_delivery(db_session, owner, callback, finished_at, delivery_sta
 
 
 def test_it_prunes_old_jobs_and_attempts_and_keeps_recent_and_pending(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     callback = make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     now = datetime.now(UTC)
     ancient = now - timedelta(days=settings.retention_days + 1)
@@ -54,7 +54,7 @@ def test_it_prunes_old_jobs_and_attempts_and_keeps_recent_and_pending(db_session
 
 
 def test_it_deletes_at_most_one_batch_per_call(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     callback = make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     ancient = datetime.now(UTC) - timedelta(days=settings.retention_days + 1)
     for _ in range(3):
@@ -67,11 +67,11 @@ def test_it_deletes_at_most_one_batch_per_call(db_session, settings, tenant):
 def test_it_frees_idempotency_keys_past_their_window(db_session, settings, tenant):
     job = make_job(
         db_session,
-        tenant[0],
+        tenant.row,
         idempotency_key="order-1",
         created_at=datetime.now(UTC) - timedelta(seconds=settings.idempotency_ttl_seconds + 5),
     )
-    fresh = make_job(db_session, tenant[0], idempotency_key="order-2")
+    fresh = make_job(db_session, tenant.row, idempotency_key="order-2")
     assert prune_batch(db_session, datetime.now(UTC), settings)["idempotency_keys"] == 1
     db_session.expire_all()
     assert db_session.get(Job, job.id).idempotency_key is None

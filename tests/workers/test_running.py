@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from app.jobtypes import load_job_modules
 from app.models import Delivery, Job, JobStatus, Message
 from tests.factories import make_callback, make_job
-from workers.jobs import load_job_modules
-from workers.running import execute_job
+from tests.job_runs import execute_job
+from workers.running import requeue_stranded_jobs
 
 
 def messages_for(db_session, job_id):
@@ -25,7 +26,7 @@ def messages_for(db_session, job_id):
 def test_an_echo_job_succeeds_and_raises_job_succeeded_to_matching_callbacks(
     db_session, settings, tenant, sent_tasks
 ):
-    owner = tenant[0]
+    owner = tenant.row
     listening = make_callback(db_session, owner, "http://127.0.0.1:1/all")
     failures_only = make_callback(
         db_session, owner, "http://127.0.0.1:1/failures", event_types=["job.failed"]
@@ -59,7 +60,7 @@ def test_an_echo_job_succeeds_and_raises_job_succeeded_to_matching_callbacks(
 def test_a_failing_job_ends_failed_with_a_readable_error_and_raises_job_failed(
     db_session, settings, tenant
 ):
-    owner = tenant[0]
+    owner = tenant.row
     make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     job = make_job(db_session, owner, "fail", {"message": "disk on fire"})
 
@@ -75,7 +76,7 @@ def test_a_failing_job_ends_failed_with_a_readable_error_and_raises_job_failed(
 
 
 def test_a_digest_job_hashes_and_summarises_text(db_session, settings, tenant):
-    job = make_job(db_session, tenant[0], "digest", {"text": "the cat and the hat"})
+    job = make_job(db_session, tenant.row, "digest", {"text": "the cat and the hat"})
     assert execute_job(db_session, settings, job.id) is True
     db_session.expire_all()
     result = db_session.get(Job, job.id).result
@@ -87,7 +88,7 @@ def test_a_digest_job_hashes_and_summarises_text(db_session, settings, tenant):
 def test_a_sleep_job_reports_progress_and_raises_progress_events_to_subscribers(
     db_session, settings, tenant
 ):
-    owner = tenant[0]
+    owner = tenant.row
     make_callback(db_session, owner, "http://127.0.0.1:1/progress", event_types=["job.progress"])
     job = make_job(db_session, owner, "sleep", {"seconds": 0.3})
 
@@ -103,7 +104,7 @@ def test_a_sleep_job_reports_progress_and_raises_progress_events_to_subscribers(
 def test_a_job_held_by_a_live_lease_is_not_run_twice(db_session, settings, tenant):
     job = make_job(
         db_session,
-        tenant[0],
+        tenant.row,
         "echo",
         status=JobStatus.RUNNING,
         attempts=1,
@@ -117,13 +118,14 @@ def test_a_job_held_by_a_live_lease_is_not_run_twice(db_session, settings, tenan
 def test_a_job_whose_worker_died_is_run_again_once_the_lease_expires(db_session, settings, tenant):
     job = make_job(
         db_session,
-        tenant[0],
+        tenant.row,
         "echo",
         {"n": 1},
         status=JobStatus.RUNNING,
         attempts=1,
         locked_until=datetime.now(UTC) - timedelta(seconds=1),
     )
+    assert requeue_stranded_jobs(db_session, datetime.now(UTC), settings) == 1
     assert execute_job(db_session, settings, job.id) is True
     db_session.expire_all()
     rerun = db_session.get(Job, job.id)
@@ -132,7 +134,7 @@ def test_a_job_whose_worker_died_is_run_again_once_the_lease_expires(db_session,
 
 
 def test_a_job_out_of_attempts_fails_and_still_sends_job_failed(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     job = make_job(
         db_session,
@@ -143,6 +145,7 @@ def test_a_job_out_of_attempts_fails_and_still_sends_job_failed(db_session, sett
         max_attempts=3,
         locked_until=datetime.now(UTC) - timedelta(seconds=1),
     )
+    assert requeue_stranded_jobs(db_session, datetime.now(UTC), settings) == 1
     assert execute_job(db_session, settings, job.id) is None
     db_session.commit()
     db_session.expire_all()
@@ -153,21 +156,21 @@ def test_a_job_out_of_attempts_fails_and_still_sends_job_failed(db_session, sett
 
 
 def test_an_unknown_job_type_on_the_worker_fails_the_job_readably(db_session, settings, tenant):
-    job = make_job(db_session, tenant[0], "no-such-type")
+    job = make_job(db_session, tenant.row, "no-such-type")
     assert execute_job(db_session, settings, job.id) is False
     db_session.expire_all()
     assert "no job type 'no-such-type'" in db_session.get(Job, job.id).error
 
 
 def test_a_finished_job_is_not_run_again(db_session, settings, tenant):
-    job = make_job(db_session, tenant[0], "echo", status=JobStatus.SUCCEEDED, attempts=1)
+    job = make_job(db_session, tenant.row, "echo", status=JobStatus.SUCCEEDED, attempts=1)
     assert execute_job(db_session, settings, job.id) is None
 
 
 def test_a_result_postgres_cannot_store_fails_the_job_readably(db_session, settings, tenant):
     load_job_modules(["tests.custom_jobs"])
-    nan = make_job(db_session, tenant[0], "unstorable", {"kind": "nan"})
-    nul = make_job(db_session, tenant[0], "unstorable", {"kind": "nul"})
+    nan = make_job(db_session, tenant.row, "unstorable", {"kind": "nan"})
+    nul = make_job(db_session, tenant.row, "unstorable", {"kind": "nul"})
     assert execute_job(db_session, settings, nan.id) is False
     assert execute_job(db_session, settings, nul.id) is False
     db_session.expire_all()

@@ -1,0 +1,159 @@
+"""Per-request plumbing: the database session and the authenticated tenant."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.errors import ApiError
+from app.logs import add_log_context
+from app.models import Tenant
+from app.services.tenants import authenticate
+from app.stream_tokens import StreamTokens
+from config.settings import Settings
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    session_factory: sessionmaker[Session] | Any
+
+
+def web_context() -> WebContext:
+    """This app's shared resources."""
+    return current_app.extensions["boomerang"]
+
+
+def settings() -> Settings:
+    """The app's settings."""
+    return web_context().settings
+
+
+def db() -> Session:
+    """The request's session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = web_context().session_factory()
+    return g.db_session
+
+
+def init_app(app: Flask, context: WebContext) -> None:
+    """Attach the context, refuse oversized bodies, and close the session when the request ends."""
+    app.extensions["boomerang"] = context
+
+    @app.before_request
+    def refuse_oversized_body() -> None:
+        # Werkzeug enforces MAX_CONTENT_LENGTH only when the body is read, and the JSON parser
+        # reads only JSON bodies: check the declared length of every body up front.
+        if (request.content_length or 0) > context.settings.max_request_bytes:
+            raise RequestEntityTooLarge()
+        if request.content_length is None and is_chunked(request.headers):
+            buffer_chunked_body(request.environ, context.settings.max_request_bytes)
+
+    @app.teardown_appcontext
+    def close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+
+class Unauthorized(ApiError):
+    code = 401
+    # RFC 9110: a 401 names the authentication scheme the server wants.
+    headers = MappingProxyType({"WWW-Authenticate": 'Bearer realm="boomerang"'})
+
+
+def current_tenant() -> Tenant:
+    """The tenant whose API key authorised this request, or a 401."""
+    if "tenant" not in g:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send your API key as 'Authorization: Bearer <api_key>'.")
+        tenant = authenticate(db(), token.strip())
+        if tenant is None:
+            raise Unauthorized("The API key is not valid or was revoked.")
+        g.tenant = tenant
+        add_log_context(tenant_id=tenant.id)
+    return g.tenant
+
+
+class UnsupportedMediaType(ApiError):
+    code = 415
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Every tenant-facing JSON route lives under this prefix; the portal, probes and /metrics do not.
+API_PREFIX = "/v1"
+
+
+def stream_tokens() -> StreamTokens:
+    """This app's stream-token maker (its key is read from Postgres once, when not configured)."""
+    extensions = current_app.extensions
+    if "boomerang.stream_tokens" not in extensions:
+        extensions["boomerang.stream_tokens"] = StreamTokens(settings(), db)
+    return extensions["boomerang.stream_tokens"]
+
+
+def is_chunked(headers: Any) -> bool:
+    return "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+
+def buffer_chunked_body(environ: dict[str, Any], max_bytes: int) -> None:
+    """Read a chunked body whole, or refuse it with 413 once it passes ``max_bytes``.
+
+    A chunked body declares no length. Werkzeug stops reading it at the limit without saying so,
+    and the parser then sees truncated JSON: a 400 that blames the client's syntax. Reading one
+    byte past the limit here tells "too large" from "exactly the limit"; the body is then
+    handed on with its length, as if the client had sent Content-Length.
+    """
+    stream = environ["wsgi.input"]
+    body = bytearray()
+    while len(body) <= max_bytes:
+        chunk = stream.read(min(64 * 1024, max_bytes + 1 - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > max_bytes:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(bytes(body))
+    environ["CONTENT_LENGTH"] = str(len(body))
+
+
+def is_api_path(path: str) -> bool:
+    """Whether ``path`` is under the JSON API."""
+    return path == API_PREFIX or path.startswith(f"{API_PREFIX}/")
+
+
+def is_json_mimetype(mimetype: str) -> bool:
+    """``application/json`` or a structured ``+json`` type (``application/merge-patch+json``)."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def require_json_body() -> None:
+    """Refuse a body that is not declared as JSON with a 415. Without this, webargs would ignore
+    such a body and answer as if none had been sent (a 422, or a success with defaults)."""
+    has_body = (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+    if request.method in BODY_METHODS and has_body and not is_json_mimetype(request.mimetype):
+        sent = request.mimetype or "no Content-Type"
+        raise UnsupportedMediaType(
+            f"Send the body as 'Content-Type: application/json' (got {sent})."
+        )
+
+
+def require_tenant() -> None:
+    """A blueprint's ``before_request``: authenticate before the body is parsed, so a caller
+    without a valid key gets a 401 and never a validation error; then refuse a body that is not
+    JSON. Every /v1 blueprint registers this, so every /v1 route gets both."""
+    current_tenant()
+    require_json_body()

@@ -1,0 +1,62 @@
+"""Subprocesses in their own process groups, logged to files, and always stopped whole."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.support import BIN, REPO
+
+# Below Linux's ephemeral range (32768-60999): a port handed out by bind(0) comes from that
+# range, where the next outgoing connection of any process may take it before our server binds
+# it, and a health check would then reach somebody else's server.
+LISTEN_PORTS = range(20000, 32000)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port to listen on")
+
+
+def start_process(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    """Start ``command`` from the repository in a session of its own, output appended to
+    ``log_path``, with the virtualenv's scripts first on the PATH."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**os.environ, **env, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Send ``sig`` to the process group and wait; SIGKILL the group if it lingers."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        except ProcessLookupError:
+            pass
+    # Children that outlived their leader (a worker's pool) still carry the group id.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)

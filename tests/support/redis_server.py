@@ -1,0 +1,57 @@
+"""A private redis-server on a free port, so a run can flush or restart it without touching anyone
+else's queues."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from tests.support.processes import free_port, start_process, stop_process
+
+
+class RedisServer:
+    """redis-server with persistence off, its log and files in ``log_dir``."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Its database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it and wait until it answers PING."""
+        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.log_dir)]
+        self.process = start_process(command, {}, self.log_dir / "redis.log")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=0.5).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        """Stop it; everything it held is gone."""
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again: with persistence off, every queued message is gone."""
+        self.stop()
+        self.start()
+
+    def flushall(self) -> None:
+        """Empty every database."""
+        client = redis.Redis.from_url(self.url)
+        client.flushall()
+        client.close()

@@ -1,0 +1,43 @@
+"""Coalesced wakes through real Redis: one wake while a drain runs, a new one after it stops."""
+
+from __future__ import annotations
+
+import redis
+
+from app.queues import DELIVERY_WAKE, Waker
+
+
+def test_many_wakes_before_a_drain_starts_send_one_message(wakes):
+    waker, sent = wakes
+    assert [waker.wake() for _ in range(5)] == [True, False, False, False, False]
+    assert sent == ["wake"]
+
+
+def test_work_made_due_after_a_drain_looked_for_the_last_time_sends_a_new_wake(wakes):
+    waker, sent = wakes
+    waker.wake()
+    waker.draining()
+    assert waker.wake() is False  # the running drain will find it
+    waker.about_to_stop()
+    assert waker.wake() is True
+    assert sent == ["wake", "wake"]
+
+
+def test_a_drain_that_died_blocks_new_wakes_only_until_its_key_expires(wakes, settings):
+    waker, _ = wakes
+    waker.draining()
+    ttl = redis.Redis.from_url(settings.redis_url).ttl(DELIVERY_WAKE.draining)
+    assert 0 < ttl <= 10
+
+
+def test_help_is_asked_for_at_most_once_per_interval(wakes):
+    waker, sent = wakes
+    assert [waker.ask_for_help() for _ in range(3)] == [True, False, False]
+    assert sent == ["wake"]
+
+
+def test_without_redis_a_wake_is_sent_anyway():
+    sent: list[str] = []
+    waker = Waker("redis://127.0.0.1:1/0", lambda: sent.append("wake"))
+    assert waker.wake() is True
+    assert sent == ["wake"]

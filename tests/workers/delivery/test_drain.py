@@ -1,0 +1,151 @@
+"""The drain: many attempts in flight from one process, against a real local receiver."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from sqlalchemy import func, select
+
+from app.models import Delivery, DeliveryAttempt, DeliveryStatus
+from tests.factories import make_callback, make_delivery
+from workers.delivery.drain import Dispatcher
+from workers.delivery.http import OutboundClient
+
+
+def dispatcher(db_session, settings, waker, **changes) -> Dispatcher:
+    tuned = settings.replace(**changes)
+    client = OutboundClient(tuned, pool_size=tuned.delivery_concurrency)
+    return Dispatcher(tuned, lambda: contextlib.nullcontext(db_session), client, waker)
+
+
+def test_a_drain_sends_every_due_delivery_once_and_logs_each_attempt(
+    db_session, settings, tenant, receiver, wakes
+):
+    callback = make_callback(db_session, tenant.row, receiver.url("/hook"))
+    made = [make_delivery(db_session, callback) for _ in range(25)]
+    db_session.commit()
+    drain = dispatcher(
+        db_session, settings, wakes[0], delivery_concurrency=8, delivery_batch_size=5
+    )
+    try:
+        stats = drain.drain()
+    finally:
+        drain.close()
+    assert (stats.attempts, stats.succeeded) == (25, 25)
+    ids = [r.headers["webhook-id"] for r in receiver.received("/hook")]
+    assert len(ids) == len(set(ids)) == 25
+    db_session.expire_all()
+    statuses = db_session.scalars(
+        select(Delivery.status).where(Delivery.id.in_([d.id for d in made]))
+    ).all()
+    assert set(statuses) == {DeliveryStatus.SUCCEEDED}
+    logged = db_session.scalar(
+        select(func.count())
+        .select_from(DeliveryAttempt)
+        .where(DeliveryAttempt.delivery_id.in_([d.id for d in made]))
+    )
+    assert logged == 25
+
+
+def test_a_hanging_callback_holds_only_its_cap_while_the_others_flow(
+    db_session, settings, tenant, receiver, wakes
+):
+    # The read timeout in tests is 1 s: each hanging request holds its slot that long.
+    receiver.answer("/hang", 200, delay_seconds=5)
+    hanging = make_callback(db_session, tenant.row, receiver.url("/hang"))
+    healthy = make_callback(db_session, tenant.row, receiver.url("/ok"))
+    for _ in range(4):
+        make_delivery(db_session, hanging)  # due first
+    for _ in range(6):
+        make_delivery(db_session, healthy)
+    db_session.commit()
+    drain = dispatcher(
+        db_session, settings, wakes[0], delivery_concurrency=4, callback_concurrency=2
+    )
+    try:
+        stats = drain.drain()
+    finally:
+        drain.close()
+    assert stats.succeeded == 6  # the hanging ones also came due again once (1 s retry)
+    hang = sorted(r.at for r in receiver.received("/hang"))
+    ok = [r.at for r in receiver.received("/ok")]
+    assert len(ok) == 6 and len(hang) >= 4
+    # Only two hanging requests at a time: the third waits for one to time out, and by then
+    # every healthy delivery has arrived.
+    assert max(ok) < hang[2]
+
+
+def test_a_drain_out_of_time_leaves_the_work_to_a_new_wake(
+    db_session, settings, tenant, receiver, wakes
+):
+    waker, sent = wakes
+    callback = make_callback(db_session, tenant.row, receiver.url("/hook"))
+    make_delivery(db_session, callback)
+    db_session.commit()
+    drain = dispatcher(db_session, settings, waker)
+    try:
+        stats = drain.drain(budget_seconds=0)
+    finally:
+        drain.close()
+    assert stats.attempts == 0
+    assert receiver.received("/hook") == []
+    assert sent == ["wake"]
+
+
+def test_a_drain_that_fails_lets_go_of_the_wake_key(
+    db_session, settings, tenant, receiver, wakes, monkeypatch
+):
+    import redis
+
+    from app.queues import DELIVERY_WAKE
+    from workers.delivery import drain as dispatch
+
+    waker, _ = wakes
+    callback = make_callback(db_session, tenant.row, receiver.url("/hook"))
+    make_delivery(db_session, callback)
+    db_session.commit()
+
+    def broken_claim(*_args, **_kwargs):
+        raise RuntimeError("a bug in the claim")
+
+    monkeypatch.setattr(dispatch, "claim_deliveries", broken_claim)
+    drain = dispatcher(db_session, settings, waker)
+    try:
+        with pytest.raises(RuntimeError):
+            drain.drain()
+    finally:
+        drain.close()
+    # Held, the key would stop every wake and sweep until it expired.
+    assert redis.Redis.from_url(settings.redis_url).exists(DELIVERY_WAKE.draining) == 0
+
+
+def test_a_drain_out_of_time_returns_without_waiting_for_a_slow_receiver_and_its_attempt_is_still_logged_once(  # noqa: E501 (a sentence)
+    db_session, settings, tenant, receiver, wakes
+):
+    import time
+
+    receiver.answer("/slow", 200, delay_seconds=0.8)  # within the tests' 1 s read timeout
+    callback = make_callback(db_session, tenant.row, receiver.url("/slow"))
+    delivery = make_delivery(db_session, callback)
+    db_session.commit()
+    drain = dispatcher(db_session, settings, wakes[0])
+    try:
+        started = time.monotonic()
+        drain.drain(budget_seconds=0.2)
+        # The process is free long before the receiver answers...
+        assert time.monotonic() - started < 0.6
+        assert drain.in_flight
+        # ...and what was in flight is recorded by the tail once it comes back.
+        drain.finish_tail(10)
+    finally:
+        drain.close()
+    db_session.expire_all()
+    assert db_session.get(Delivery, delivery.id).status == DeliveryStatus.SUCCEEDED
+    attempts = db_session.scalar(
+        select(func.count())
+        .select_from(DeliveryAttempt)
+        .where(DeliveryAttempt.delivery_id == delivery.id)
+    )
+    assert attempts == 1
+    assert len(receiver.received("/slow")) == 1

@@ -1,0 +1,117 @@
+"""The job drain on real Postgres and Redis: it runs what is queued, records each job with the
+next claim, and a slow job holds up no other job."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.jobtypes import load_job_modules
+from app.models import Job, JobStatus, Message, Tenant
+from app.queues import JOB_WAKE, Waker
+from tests import custom_jobs
+from tests.factories import make_callback, make_job
+from workers.running import SHORT_JOB_MS, JobDrain
+
+
+def job_waker(settings, sent: list[str]) -> Waker:
+    return Waker(settings.redis_url, lambda: sent.append("wake"), JOB_WAKE)
+
+
+def only_this_tests_jobs_queued(session: Session) -> None:
+    """A drain claims any queued job in the database, and this worker's database is shared with
+    tests that commit (a stack's stranded job, say). Inside the test's rolled-back transaction,
+    set theirs aside so the counts below are this test's alone."""
+    session.execute(
+        update(Job).where(Job.status == JobStatus.QUEUED).values(status=JobStatus.FAILED)
+    )
+
+
+def test_a_drain_runs_every_queued_job_and_raises_each_ones_events(db_session, settings, tenant):
+    only_this_tests_jobs_queued(db_session)
+    make_callback(db_session, tenant.row, "http://127.0.0.1:1/hook")
+    jobs = [make_job(db_session, tenant.row, "echo", {"n": n}) for n in range(3)]
+    db_session.commit()
+    sent: list[str] = []
+    drain = JobDrain(
+        settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, sent)
+    )
+
+    stats = drain.drain()
+
+    assert (stats.jobs, stats.succeeded) == (3, 3)
+    db_session.expire_all()
+    assert {db_session.get(Job, job.id).status for job in jobs} == {JobStatus.SUCCEEDED}
+    raised = db_session.scalars(
+        select(Message.event_type).where(Message.tenant_id == tenant.row.id)
+    )
+    assert sorted(raised) == ["job.succeeded"] * 3
+    # Done and nothing left: the key is gone, so the next submission wakes a worker at once.
+    assert redis.Redis.from_url(settings.redis_url).exists(JOB_WAKE.draining) == 0
+
+
+def test_a_drain_out_of_time_hands_what_is_queued_to_a_fresh_wake(db_session, settings, tenant):
+    only_this_tests_jobs_queued(db_session)
+    make_job(db_session, tenant.row, "echo")
+    db_session.commit()
+    sent: list[str] = []
+    drain = JobDrain(
+        settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, sent)
+    )
+
+    stats = drain.drain(budget_seconds=0)
+
+    assert stats.jobs == 0
+    assert sent == ["wake"]
+
+
+def test_a_slow_job_holds_up_no_other_job(engine, settings, committed_tenant):
+    load_job_modules(["tests.custom_jobs"])
+    custom_jobs.released.clear()
+    with Session(engine) as session:
+        owner = session.get(Tenant, committed_tenant)
+        slow_id = make_job(session, owner, "wait", {"seconds": 20}).id
+        session.commit()
+        time.sleep(0.01)  # queued after the slow one: a FIFO queue would put them behind it
+        short = [make_job(session, owner, "echo", {"n": n}).id for n in range(2)]
+        session.commit()
+    factory = lambda: Session(engine, expire_on_commit=False)  # noqa: E731 (a factory, inline)
+    sent: list[str] = []
+    busy = JobDrain(settings, factory, job_waker(settings, sent))
+    slow_drain = threading.Thread(target=lambda: busy.drain(budget_seconds=5))
+    slow_drain.start()
+    try:
+        with Session(engine) as session:
+            deadline = time.monotonic() + 10
+            while session.get(Job, slow_id, populate_existing=True).status != JobStatus.RUNNING:
+                assert time.monotonic() < deadline, "the slow job never started"
+                time.sleep(0.05)
+        # While the slow job runs, the key it set lapses: new work wakes another process.
+        time.sleep(2 * SHORT_JOB_MS / 1000)
+        assert redis.Redis.from_url(settings.redis_url).exists(JOB_WAKE.draining) == 0
+
+        stats = JobDrain(settings, factory, job_waker(settings, [])).drain(budget_seconds=5)
+
+        assert stats.jobs == 2
+        with Session(engine) as session:
+            statuses = {session.get(Job, job_id).status for job_id in short}
+            assert statuses == {JobStatus.SUCCEEDED}
+            assert session.get(Job, slow_id).status == JobStatus.RUNNING
+    finally:
+        custom_jobs.released.set()
+        slow_drain.join(30)
+    with Session(engine) as session:
+        assert session.get(Job, slow_id).status == JobStatus.SUCCEEDED
+
+
+def test_a_job_run_by_a_drain_counts_its_attempt_once(db_session, settings, tenant):
+    job = make_job(db_session, tenant.row, "echo")
+    db_session.commit()
+    JobDrain(settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, [])).drain()
+    db_session.expire_all()
+    assert db_session.get(Job, job.id).attempts == 1
