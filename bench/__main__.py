@@ -1,7 +1,7 @@
-"""``python -m bench``: see bench/harness.py."""
+"""``python -m bench``: see bench/cli.py."""
 
 import sys
 
-from bench.harness import main
+from bench.cli import main
 
 sys.exit(main())

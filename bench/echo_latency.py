@@ -17,10 +17,9 @@ from pathlib import Path
 
 import requests
 
-from bench.common import percentile
-from tests.conftest import make_settings, recreate_database
-from tests.e2e.stack import Stack
-from tests.receiver import Receiver
+from app.receiver import Receiver
+from bench.figures import percentile
+from tests.support.stack import running_stack
 
 
 def main() -> None:
@@ -28,17 +27,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     args = parser.parse_args()
 
-    env = {
-        "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/boomerang_bench",
-        "REDIS_URL": "redis://127.0.0.1:6379/15",
-        "BOOMERANG_ALLOW_PRIVATE_NETWORKS": "true",
-    }
-    recreate_database(make_settings("boomerang_bench", 15))
-    receiver = Receiver().start()
-    stack = Stack(env=env, log_dir=Path(tempfile.mkdtemp(prefix="boomerang-bench-")))
-    stack.flush_redis()
-    stack.start()
-    try:
+    # Production timeouts and retries: only local receivers are allowed on top of the defaults.
+    env = {"BOOMERANG_ALLOW_PRIVATE_NETWORKS": "true"}
+    log_dir = Path(tempfile.mkdtemp(prefix="boomerang-bench-"))
+    with (
+        Receiver() as receiver,
+        running_stack("boomerang_bench", log_dir, env, redis_db=15) as stack,
+    ):
         key = stack.create_tenant("bench")["api_key"]
         headers = {"Authorization": f"Bearer {key}"}
         session = requests.Session()
@@ -70,9 +65,6 @@ def main() -> None:
         for name, value in figures.items():
             print(f"  {name:>7}: {value}")
         print(json.dumps(figures))
-    finally:
-        stack.stop()
-        receiver.stop()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A trivial Flask app served by the same gunicorn config, as the ingest benchmark's reference.
 
-gunicorn --config python:config.gunicorn 'bench.trivial_app:create_app()'
+gunicorn --config python:app.web.gunicorn 'bench.trivial_app:create_app()'
 """
 
 from __future__ import annotations

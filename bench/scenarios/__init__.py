@@ -1,0 +1,21 @@
+"""The benchmark's scenarios, in the order a full run takes them; each module's ``run`` takes the
+running Bench and returns its figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.scenarios import backlog, dead, e2e, ingest, noisy, slow, throughput
+from bench.stack import Bench
+
+SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
+    "throughput": throughput.run,
+    "slow": slow.run,
+    "noisy": noisy.run,
+    "ingest": ingest.run,
+    "e2e": e2e.run,
+    "backlog": backlog.run,
+    # Last: its receivers hold connections until the delivery timeout.
+    "dead": dead.run,
+}
