@@ -10,7 +10,15 @@ from config.settings import Settings
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the portal and its cookie session on ``app``."""
     # The views register themselves on the blueprint when imported.
-    from app.portal import account, callbacks, dashboard, deliveries, jobs, sessions  # noqa: F401
+    from app.portal import (  # noqa: F401 (importing registers their routes)
+        account,
+        callbacks,
+        dashboard,
+        deliveries,
+        jobs,
+        sessions,
+        settings_page,
+    )
     from app.portal.blueprint import bp
 
     sessions.init_app(app, settings)

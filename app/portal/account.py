@@ -8,6 +8,7 @@ from flask import flash, redirect, render_template, request, url_for
 
 from app.portal import auth
 from app.portal.blueprint import bp
+from app.web import db
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
@@ -21,12 +22,14 @@ def sign_in() -> Any:
     if tenant is None:
         error = "That API key is not valid or was revoked."
         return render_template("portal/sign_in.html", error=error), 422
+    db().commit()
     return redirect(url_for("portal.dashboard"), code=303)
 
 
 @bp.route("/sign-out", methods=["POST"])
 def sign_out() -> Any:
-    """End the session."""
+    """End the session, on the server too."""
     auth.sign_out()
+    db().commit()
     flash("You are signed out.", "info")
     return redirect(url_for("portal.sign_in"), code=303)

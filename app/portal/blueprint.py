@@ -21,6 +21,7 @@ from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
 from app.errors import ApiError, Unavailable
+from app.headers import masked_headers
 from app.portal.auth import signed_in_tenant
 from app.portal.csrf import FIELD as CSRF_FIELD
 from app.portal.csrf import check_csrf, csrf_token
@@ -36,11 +37,6 @@ bp = Blueprint(
 
 # Reachable without signing in.
 PUBLIC_ENDPOINTS = frozenset({"portal.sign_in", "portal.static"})
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware."""
-    return datetime.now(UTC)
 
 
 @bp.before_request
@@ -109,7 +105,11 @@ def csrf_field() -> Markup:
 @bp.context_processor
 def portal_globals() -> dict[str, Any]:
     """What every portal template may use."""
-    return {"csrf_field": csrf_field, "signed_in_tenant": signed_in_tenant}
+    return {
+        "csrf_field": csrf_field,
+        "signed_in_tenant": signed_in_tenant,
+        "masked_headers": masked_headers,
+    }
 
 
 bp.add_app_template_filter(format_time, "time")

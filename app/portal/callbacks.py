@@ -8,15 +8,17 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 
+from app.clock import utcnow
 from app.errors import ApiError, InvalidField
+from app.events import DEFAULT_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
 from app.formats import format_names
 from app.portal import charts
 from app.portal.auth import current_tenant
-from app.portal.blueprint import bp, utcnow
+from app.portal.blueprint import bp
 from app.portal.forms import CallbackForm, FormInvalid, errors_of, load_recover_since
 from app.services import callbacks as service
+from app.services import deliveries as deliveries_service
 from app.services import stats
-from app.services.events import DEFAULT_EVENT_TYPES, SUBSCRIBABLE_EVENT_TYPES
 from app.web import db, settings
 
 RECENT_DELIVERIES = 20
@@ -65,7 +67,7 @@ def new_callback() -> Any:
 def _callback_page(callback_id: uuid.UUID, status: int = 200, **context: Any) -> Any:
     tenant = current_tenant()
     callback = service.get_callback(db(), tenant, callback_id)
-    deliveries, _ = stats.list_deliveries(
+    deliveries, _ = deliveries_service.list_deliveries(
         db(), tenant, callback_id=callback.id, limit=RECENT_DELIVERIES
     )
     health = next(

@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import render_template
 
+from app.clock import utcnow
 from app.portal import charts
 from app.portal.auth import current_tenant
-from app.portal.blueprint import bp, utcnow
+from app.portal.blueprint import bp
 from app.services import stats
 from app.web import db
 

@@ -7,13 +7,14 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 
+from app.clock import utcnow
 from app.errors import ApiError, Conflict
 from app.models import DeliveryStatus
+from app.paging import BadCursor
 from app.portal.auth import current_tenant
-from app.portal.blueprint import bp, utcnow
+from app.portal.blueprint import bp
 from app.services import callbacks as callbacks_service
 from app.services import deliveries as service
-from app.services import stats
 from app.web import db, settings
 
 PAGE_SIZE = 50
@@ -47,7 +48,7 @@ def deliveries() -> Any:
     callback_id = _callback_filter(request.args.get("callback", ""))
     cursor = request.args.get("cursor") or None
     try:
-        page, next_cursor = stats.list_deliveries(
+        page, next_cursor = service.list_deliveries(
             db(),
             current_tenant(),
             status=status,
@@ -55,7 +56,7 @@ def deliveries() -> Any:
             limit=PAGE_SIZE,
             cursor=cursor,
         )
-    except stats.BadCursor as exc:
+    except BadCursor as exc:
         raise ApiError(f"This list cannot be shown: {exc}.") from None
     return render_template(
         "portal/deliveries.html",

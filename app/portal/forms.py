@@ -16,8 +16,14 @@ from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
 from app.errors import ApiError
+from app.headers import masked_headers
 from app.models import Callback
-from app.schemas import CallbackCreateSchema, CallbackRecoverQuerySchema, CallbackUpdateSchema
+from app.schemas import (
+    CallbackCreateSchema,
+    CallbackRecoverQuerySchema,
+    CallbackUpdateSchema,
+    TenantUpdateSchema,
+)
 
 
 class FormInvalid(Exception):
@@ -107,7 +113,8 @@ class CallbackForm:
             event_types=list(callback.event_types),
             description=callback.description or "",
             success_status=str(callback.success_status or ""),
-            headers=format_headers(callback.headers or {}),
+            # Credentials stay masked; sent back unchanged, they keep their stored value.
+            headers=format_headers(masked_headers(callback.headers or {})),
             format=callback.format,
         )
 
@@ -118,7 +125,12 @@ class CallbackForm:
             "url": self.url,
             "event_types": self.event_types,
             "description": self.description or None,
-            "success_status": self.success_status or None,
+            # A number typed into the form; anything else goes on for the schema to refuse.
+            "success_status": (
+                int(self.success_status)
+                if self.success_status.isascii() and self.success_status.isdigit()
+                else self.success_status or None
+            ),
             "headers": parse_headers(self.headers),
         }
         if self.format:
@@ -139,5 +151,18 @@ def load_recover_since(form: MultiDict[str, str]) -> Any:
     raw = form.get("since", "").strip()
     try:
         return CallbackRecoverQuerySchema().load({"since": raw})["since"]
+    except ValidationError as exc:
+        raise FormInvalid(field_errors(exc.normalized_messages())) from None
+
+
+def load_origin_lists(form: MultiDict[str, str]) -> dict[str, Any]:
+    """The settings form (one origin per line in each list) as the API's PATCH /v1/tenant body,
+    validated by its schema; FormInvalid otherwise."""
+    body = {
+        field: [line.strip() for line in form.get(field, "").splitlines() if line.strip()]
+        for field in ("redirect_origins", "cors_origins")
+    }
+    try:
+        return TenantUpdateSchema().load(body)
     except ValidationError as exc:
         raise FormInvalid(field_errors(exc.normalized_messages())) from None

@@ -48,7 +48,7 @@ def portal(client) -> Portal:
 
 @pytest.fixture
 def signed_in(portal: Portal, tenant) -> Portal:
-    response = portal.sign_in(tenant[1])
+    response = portal.sign_in(tenant.api_key)
     assert response.status_code == 303, response.get_data(as_text=True)
     return portal
 

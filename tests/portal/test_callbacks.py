@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
+from app.events import CALLBACK_TEST
 from app.models import Callback, Delivery, DeliveryStatus, Message
-from app.services.events import CALLBACK_TEST
 from tests.factories import make_callback, make_delivery
 from tests.portal.conftest import Portal
 
@@ -36,7 +36,7 @@ def test_it_registers_a_callback_through_the_form(signed_in, db_session, receive
     assert response.status_code == 303
     (callback,) = stored_callbacks(db_session)
     assert response.headers["Location"].endswith(f"/portal/callbacks/{callback.id}")
-    assert callback.tenant_id == tenant[0].id
+    assert callback.tenant_id == tenant.row.id
     assert callback.url == receiver.url("/hook")
     assert callback.event_types == ["job.succeeded", "job.progress"]
     assert callback.description == "orders"
@@ -71,7 +71,7 @@ def test_it_refuses_what_the_url_guard_refuses(settings, db_session, tenant):
     )
     db_session.commit()
     portal = Portal(strict.test_client())
-    portal.sign_in(tenant[1])
+    portal.sign_in(tenant.api_key)
 
     response = register(portal, url="http://169.254.169.254/latest/meta-data")
 
@@ -116,7 +116,7 @@ def test_it_edits_the_url_events_format_and_clears_optional_fields(
 ):
     callback = make_callback(
         db_session,
-        tenant[0],
+        tenant.row,
         receiver.url("/old"),
         description="old",
         success_status=201,
@@ -150,10 +150,10 @@ def test_an_edit_the_api_would_refuse_changes_nothing(settings, db_session, tena
     strict = create_app(
         settings.replace(allow_private_networks=False), session_factory=lambda: db_session
     )
-    callback = make_callback(db_session, tenant[0], "https://example.com/hook")
+    callback = make_callback(db_session, tenant.row, "https://example.com/hook")
     db_session.commit()
     portal = Portal(strict.test_client())
-    portal.sign_in(tenant[1])
+    portal.sign_in(tenant.api_key)
 
     response = portal.post(
         f"/portal/callbacks/{callback.id}/edit",
@@ -168,7 +168,7 @@ def test_an_edit_the_api_would_refuse_changes_nothing(settings, db_session, tena
 
 
 def test_it_disables_and_enables_a_callback(signed_in, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
 
     signed_in.post(f"/portal/callbacks/{callback.id}/disable")
     (saved,) = stored_callbacks(db_session)
@@ -182,7 +182,7 @@ def test_it_disables_and_enables_a_callback(signed_in, db_session, tenant):
 
 
 def test_the_secret_is_hidden_until_revealed_on_purpose(signed_in, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
 
     page = signed_in.text(f"/portal/callbacks/{callback.id}")
     assert callback.secret not in page
@@ -196,7 +196,7 @@ def test_the_secret_is_hidden_until_revealed_on_purpose(signed_in, db_session, t
 
 
 def test_rotating_shows_both_secrets_while_the_old_one_still_signs(signed_in, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
     old = callback.secret
 
     response = signed_in.post(f"/portal/callbacks/{callback.id}/rotate-secret")
@@ -212,7 +212,7 @@ def test_rotating_shows_both_secrets_while_the_old_one_still_signs(signed_in, db
 
 
 def test_it_sends_a_test_event_and_shows_its_delivery(signed_in, db_session, tenant, sent_tasks):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
     sent_tasks.clear()
 
     response = signed_in.post(f"/portal/callbacks/{callback.id}/test")
@@ -226,7 +226,7 @@ def test_it_sends_a_test_event_and_shows_its_delivery(signed_in, db_session, ten
 
 
 def test_it_recovers_failed_deliveries_since_a_moment(signed_in, db_session, tenant, sent_tasks):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
     failed = make_delivery(db_session, callback)
     failed.status = DeliveryStatus.FAILED
     db_session.commit()
@@ -244,9 +244,42 @@ def test_it_recovers_failed_deliveries_since_a_moment(signed_in, db_session, ten
 
 
 def test_a_recovery_without_a_valid_moment_is_refused(signed_in, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
 
     response = signed_in.post(f"/portal/callbacks/{callback.id}/recover", {"since": "yesterday"})
 
     assert response.status_code == 422
     assert 'id="since-error"' in response.get_data(as_text=True)
+
+
+def test_the_form_refuses_a_control_character_in_a_header_value(signed_in, db_session):
+    response = register(signed_in, url="http://127.0.0.1:9/hook", headers="X-Token: a\x01b")
+    assert response.status_code == 422
+    assert "not a valid header value" in response.get_data(as_text=True)
+    assert stored_callbacks(db_session) == []
+
+
+def test_the_pages_show_credentials_masked_and_an_edit_keeps_them(signed_in, db_session, tenant):
+    callback = make_callback(
+        db_session,
+        tenant.row,
+        "http://127.0.0.1:9/hook",
+        headers={"Authorization": "Bearer s3cret", "X-Team": "payments"},
+    )
+    page = signed_in.text(f"/portal/callbacks/{callback.id}")
+    form = signed_in.text(f"/portal/callbacks/{callback.id}/edit")
+    assert "s3cret" not in page and "s3cret" not in form
+    assert "&lt;redacted&gt;" in form
+    response = signed_in.post(
+        f"/portal/callbacks/{callback.id}/edit",
+        {
+            "url": "http://127.0.0.1:9/hook",
+            "event_types": ["job.succeeded"],
+            "format": "envelope",
+            "headers": "Authorization: <redacted>\nX-Team: billing",
+        },
+        page=f"/portal/callbacks/{callback.id}/edit",
+    )
+    assert response.status_code == 303
+    (stored,) = stored_callbacks(db_session)
+    assert stored.headers == {"Authorization": "Bearer s3cret", "X-Team": "billing"}

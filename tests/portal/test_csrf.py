@@ -15,7 +15,7 @@ ANY_ID = "00000000-0000-4000-8000-000000000000"
 def test_a_sign_in_without_the_token_is_refused(portal, tenant):
     portal.client.get("/portal/sign-in")
 
-    response = portal.client.post("/portal/sign-in", data={"api_key": tenant[1]})
+    response = portal.client.post("/portal/sign-in", data={"api_key": tenant.api_key})
 
     assert response.status_code == 400
     assert "out of date" in response.get_data(as_text=True)
@@ -23,7 +23,7 @@ def test_a_sign_in_without_the_token_is_refused(portal, tenant):
 
 
 def test_a_sign_in_with_no_session_at_all_is_refused(client, tenant):
-    response = client.post("/portal/sign-in", data={"api_key": tenant[1], "csrf_token": "x"})
+    response = client.post("/portal/sign-in", data={"api_key": tenant.api_key, "csrf_token": "x"})
 
     assert response.status_code == 400
 
@@ -53,7 +53,7 @@ def test_a_token_from_another_session_is_refused(signed_in, app, tenant, db_sess
     from tests.portal.conftest import Portal
 
     other = Portal(app.test_client())
-    other.sign_in(tenant[1])
+    other.sign_in(tenant.api_key)
     foreign_token = other.token()
 
     response = signed_in.client.post(
@@ -69,7 +69,7 @@ def test_a_token_from_another_session_is_refused(signed_in, app, tenant, db_sess
     "action", ["enable", "disable", "secret", "rotate-secret", "test", "recover"]
 )
 def test_every_callback_action_wants_the_token(signed_in, tenant, db_session, action, sent_tasks):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
     secret = callback.secret
 
     response = signed_in.client.post(
@@ -84,7 +84,7 @@ def test_every_callback_action_wants_the_token(signed_in, tenant, db_session, ac
 
 
 def test_a_retry_without_the_token_is_refused(signed_in, tenant, db_session, sent_tasks):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
     delivery = make_delivery(db_session, callback)
     delivery.status = DeliveryStatus.FAILED
     db_session.commit()  # sends the new delivery's wake, so only the retry's would be left
@@ -99,7 +99,7 @@ def test_a_retry_without_the_token_is_refused(signed_in, tenant, db_session, sen
 
 
 def test_every_form_on_a_page_carries_the_token(signed_in, tenant, db_session):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
 
     page = signed_in.text(f"/portal/callbacks/{callback.id}")
 

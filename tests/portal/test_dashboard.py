@@ -17,8 +17,8 @@ NOW = datetime(2026, 11, 29, 15, 30, tzinfo=UTC)
 @pytest.fixture
 def busy(db_session, tenant, other_tenant):
     """Two callbacks of the tenant with attempts at known hours, and another tenant's."""
-    hook = make_callback(db_session, tenant[0], "http://127.0.0.1:9/busy")
-    quiet = make_callback(db_session, tenant[0], "http://127.0.0.1:9/quiet")
+    hook = make_callback(db_session, tenant.row, "http://127.0.0.1:9/busy")
+    quiet = make_callback(db_session, tenant.row, "http://127.0.0.1:9/quiet")
     delivery = make_delivery(db_session, hook, now=NOW)
     # 15:00-16:00: three ok (10, 20, 30 ms), one failed (400 ms).
     for ms in (10, 20, 30):
@@ -28,7 +28,7 @@ def busy(db_session, tenant, other_tenant):
     add_attempt(db_session, delivery, duration_ms=50, at=NOW - timedelta(hours=3))
     # Older than the window: not counted.
     add_attempt(db_session, delivery, succeeded=False, status=500, at=NOW - timedelta(hours=25))
-    theirs = make_callback(db_session, other_tenant[0], "http://127.0.0.1:9/theirs")
+    theirs = make_callback(db_session, other_tenant.row, "http://127.0.0.1:9/theirs")
     add_attempt(db_session, make_delivery(db_session, theirs, now=NOW), at=NOW)
     return hook, quiet
 
@@ -36,7 +36,7 @@ def busy(db_session, tenant, other_tenant):
 def test_health_counts_attempts_success_and_latency_per_callback(db_session, tenant, busy):
     hook, quiet = busy
 
-    health = stats.callback_health(db_session, tenant[0], NOW)
+    health = stats.callback_health(db_session, tenant.row, NOW)
 
     assert [item.callback.id for item in health] == [hook.id, quiet.id]
     busy_health, quiet_health = health
@@ -51,7 +51,7 @@ def test_health_counts_attempts_success_and_latency_per_callback(db_session, ten
 
 
 def test_health_has_one_bucket_per_utc_hour_the_current_one_last(db_session, tenant, busy):
-    (busy_health, _) = stats.callback_health(db_session, tenant[0], NOW)
+    (busy_health, _) = stats.callback_health(db_session, tenant.row, NOW)
 
     buckets = busy_health.buckets
     assert len(buckets) == 24
@@ -64,24 +64,24 @@ def test_health_has_one_bucket_per_utc_hour_the_current_one_last(db_session, ten
 
 
 def test_status_counts_cover_every_status_for_the_tenant_only(db_session, tenant, other_tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
-    make_job(db_session, tenant[0], status=JobStatus.SUCCEEDED, created_at=NOW)
-    make_job(db_session, tenant[0], status=JobStatus.FAILED, created_at=NOW)
-    make_job(db_session, tenant[0], status=JobStatus.FAILED, created_at=NOW - timedelta(days=2))
-    make_job(db_session, other_tenant[0], status=JobStatus.FAILED, created_at=NOW)
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
+    make_job(db_session, tenant.row, status=JobStatus.SUCCEEDED, created_at=NOW)
+    make_job(db_session, tenant.row, status=JobStatus.FAILED, created_at=NOW)
+    make_job(db_session, tenant.row, status=JobStatus.FAILED, created_at=NOW - timedelta(days=2))
+    make_job(db_session, other_tenant.row, status=JobStatus.FAILED, created_at=NOW)
     failed = make_delivery(db_session, callback, now=NOW)
     failed.status = DeliveryStatus.FAILED
     make_delivery(db_session, callback, now=NOW)
     db_session.flush()
 
-    counts = stats.status_counts(db_session, tenant[0], NOW - timedelta(hours=24))
+    counts = stats.status_counts(db_session, tenant.row, NOW - timedelta(hours=24))
 
     assert counts.jobs == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1}
     assert counts.deliveries == {"pending": 1, "succeeded": 0, "failed": 1, "cancelled": 0}
 
 
 def test_the_dashboard_shows_each_callbacks_rate_and_charts(signed_in, db_session, tenant):
-    hook = make_callback(db_session, tenant[0], "http://127.0.0.1:9/busy")
+    hook = make_callback(db_session, tenant.row, "http://127.0.0.1:9/busy")
     delivery = make_delivery(db_session, hook)
     add_attempt(db_session, delivery, duration_ms=10)
     add_attempt(db_session, delivery, status=500, succeeded=False, duration_ms=30)

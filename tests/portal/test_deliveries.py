@@ -28,7 +28,7 @@ def failed_delivery(db_session, tenant, url="http://127.0.0.1:9/hook"):
 
 
 def test_a_delivery_page_shows_every_attempts_request_and_response(signed_in, db_session, tenant):
-    _, delivery = failed_delivery(db_session, tenant[0])
+    _, delivery = failed_delivery(db_session, tenant.row)
     add_attempt(
         db_session,
         delivery,
@@ -54,7 +54,7 @@ def test_a_delivery_page_shows_every_attempts_request_and_response(signed_in, db
 
 
 def test_retry_sends_a_failed_delivery_again(signed_in, db_session, tenant, sent_tasks, settings):
-    _, delivery = failed_delivery(db_session, tenant[0])
+    _, delivery = failed_delivery(db_session, tenant.row)
     db_session.commit()
     sent_tasks.clear()
 
@@ -75,8 +75,8 @@ def test_retry_sends_a_failed_delivery_again(signed_in, db_session, tenant, sent
 def test_retry_of_a_delivery_whose_callback_was_deleted_is_refused(
     signed_in, db_session, tenant, sent_tasks
 ):
-    callback, delivery = failed_delivery(db_session, tenant[0])
-    callbacks_service.delete_callback(db_session, tenant[0], callback.id)
+    callback, delivery = failed_delivery(db_session, tenant.row)
+    callbacks_service.delete_callback(db_session, tenant.row, callback.id)
     db_session.commit()
     sent_tasks.clear()
 
@@ -90,8 +90,8 @@ def test_retry_of_a_delivery_whose_callback_was_deleted_is_refused(
 
 
 def test_the_list_filters_by_status_and_callback(signed_in, db_session, tenant):
-    _, failed = failed_delivery(db_session, tenant[0], "http://127.0.0.1:9/a")
-    other = make_callback(db_session, tenant[0], "http://127.0.0.1:9/b")
+    _, failed = failed_delivery(db_session, tenant.row, "http://127.0.0.1:9/a")
+    other = make_callback(db_session, tenant.row, "http://127.0.0.1:9/b")
     pending = make_delivery(db_session, other)
 
     links = re.compile(r'href="/portal/deliveries/([0-9a-f-]{36})"')
@@ -105,7 +105,7 @@ def test_the_list_filters_by_status_and_callback(signed_in, db_session, tenant):
 
 
 def test_the_list_pages_on(signed_in, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
     made = [make_delivery(db_session, callback) for _ in range(55)]
 
     first = signed_in.text("/portal/deliveries")

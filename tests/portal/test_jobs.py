@@ -17,10 +17,10 @@ JOB_LINK = re.compile(r'href="/portal/jobs/([0-9a-f-]{36})"')
 def test_it_lists_jobs_newest_first_and_filters_by_status(signed_in, db_session, tenant):
     now = datetime.now(UTC)
     older = make_job(
-        db_session, tenant[0], status=JobStatus.SUCCEEDED, created_at=now - timedelta(1)
+        db_session, tenant.row, status=JobStatus.SUCCEEDED, created_at=now - timedelta(1)
     )
-    newer = make_job(db_session, tenant[0], status=JobStatus.SUCCEEDED, created_at=now)
-    failed = make_job(db_session, tenant[0], status=JobStatus.FAILED, created_at=now)
+    newer = make_job(db_session, tenant.row, status=JobStatus.SUCCEEDED, created_at=now)
+    failed = make_job(db_session, tenant.row, status=JobStatus.FAILED, created_at=now)
 
     every = JOB_LINK.findall(signed_in.text("/portal/jobs"))
     succeeded = JOB_LINK.findall(signed_in.text("/portal/jobs?status=succeeded"))
@@ -33,7 +33,7 @@ def test_it_lists_jobs_newest_first_and_filters_by_status(signed_in, db_session,
 def test_it_pages_through_jobs(signed_in, db_session, tenant):
     now = datetime.now(UTC)
     made = [
-        make_job(db_session, tenant[0], created_at=now - timedelta(seconds=n)) for n in range(30)
+        make_job(db_session, tenant.row, created_at=now - timedelta(seconds=n)) for n in range(30)
     ]
 
     first = signed_in.text("/portal/jobs")
@@ -56,10 +56,10 @@ def test_a_bad_filter_is_a_400_page(signed_in, query):
 
 
 def test_a_job_page_shows_input_result_progress_and_deliveries(signed_in, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
     job = make_job(
         db_session,
-        tenant[0],
+        tenant.row,
         input={"text": "the cat & the hat"},
         status=JobStatus.SUCCEEDED,
         result={"words": 5},
@@ -82,7 +82,7 @@ def test_a_job_page_shows_input_result_progress_and_deliveries(signed_in, db_ses
 def test_a_failed_job_shows_its_error(signed_in, db_session, tenant):
     job = make_job(
         db_session,
-        tenant[0],
+        tenant.row,
         status=JobStatus.FAILED,
         error="ValueError: <no> good",
         finished_at=datetime.now(UTC),
@@ -94,6 +94,6 @@ def test_a_failed_job_shows_its_error(signed_in, db_session, tenant):
 
 
 def test_a_running_job_page_refreshes_itself(signed_in, db_session, tenant):
-    job = make_job(db_session, tenant[0], status=JobStatus.RUNNING)
+    job = make_job(db_session, tenant.row, status=JobStatus.RUNNING)
 
     assert 'data-refresh-seconds="2"' in signed_in.text(f"/portal/jobs/{job.id}")

@@ -41,7 +41,7 @@ def test_every_page_is_uncacheable_framed_by_nobody_and_loads_only_its_own_files
 
 
 def test_the_callback_page_has_nothing_inline_either(signed_in, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:9/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
 
     html = signed_in.text(f"/portal/callbacks/{callback.id}")
 
@@ -72,3 +72,48 @@ def test_the_api_keeps_its_own_headers(client, auth):
     assert response.headers["Content-Security-Policy"] == (
         "default-src 'none'; frame-ancestors 'none'"
     )
+
+
+def test_the_settings_page_lists_and_changes_the_redirect_origins(signed_in, db_session, tenant):
+    from app.models import Tenant
+
+    response = signed_in.post(
+        "/portal/settings",
+        {"redirect_origins": "https://Shop.Example\n\nhttp://127.0.0.1:9"},
+        page="/portal/settings",
+    )
+    assert response.status_code == 303
+    db_session.expire_all()
+    stored = db_session.get(Tenant, tenant.row.id).redirect_origins
+    assert stored == ["https://shop.example", "http://127.0.0.1:9"]
+    assert "https://shop.example" in signed_in.text("/portal/settings")
+
+
+def test_the_settings_page_refuses_what_the_api_refuses(signed_in):
+    response = signed_in.post(
+        "/portal/settings",
+        {"redirect_origins": "https://shop.example/return"},
+        page="/portal/settings",
+    )
+    assert response.status_code == 422
+    assert "is not an origin" in response.get_data(as_text=True)
+
+
+def test_the_settings_page_keeps_the_stream_origins_apart_from_the_redirect_ones(
+    signed_in, db_session, tenant
+):
+    from app.models import Tenant
+
+    response = signed_in.post(
+        "/portal/settings",
+        {"redirect_origins": "https://shop.example", "cors_origins": "https://App.Example"},
+        page="/portal/settings",
+    )
+
+    assert response.status_code == 303
+    db_session.expire_all()
+    stored = db_session.get(Tenant, tenant.row.id)
+    assert stored.redirect_origins == ["https://shop.example"]
+    assert stored.cors_origins == ["https://app.example"]
+    page = signed_in.text("/portal/settings")
+    assert "Stream origins" in page and "https://app.example" in page

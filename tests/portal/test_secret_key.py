@@ -27,7 +27,7 @@ def test_a_sign_in_on_one_web_process_is_honoured_by_another(settings, db_sessio
     other = create_app(settings, session_factory=lambda: db_session)
     db_session.commit()
     browser = Portal(one.test_client())
-    browser.sign_in(tenant[1])
+    browser.sign_in(tenant.api_key)
     cookie = browser.client.get_cookie("boomerang_portal", path="/portal")
     assert cookie is not None
 
@@ -45,7 +45,7 @@ def test_a_configured_key_is_used_and_nothing_is_stored(settings, db_session, te
     app = create_app(settings.replace(secret_key=key), session_factory=lambda: db_session)
     db_session.commit()
 
-    Portal(app.test_client()).sign_in(tenant[1])
+    Portal(app.test_client()).sign_in(tenant.api_key)
 
     assert app.session_interface.signing_key() == key
     assert db_session.scalar(select(ServerSecret.value)) is None
@@ -56,7 +56,7 @@ def test_a_cookie_signed_with_another_key_is_ignored(settings, db_session, tenan
     checker = create_app(settings.replace(secret_key="b" * 40), session_factory=lambda: db_session)
     db_session.commit()
     browser = Portal(signer.test_client())
-    browser.sign_in(tenant[1])
+    browser.sign_in(tenant.api_key)
     cookie = browser.client.get_cookie("boomerang_portal", path="/portal")
 
     forged = checker.test_client()

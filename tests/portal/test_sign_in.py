@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 
 import pytest
 
 from app import create_app
+from app.models import Callback
 from app.portal.sessions import COOKIE_NAME
 from app.services.tenants import find_api_key, issue_api_key, revoke_api_key
+from tests.factories import make_callback
 from tests.portal.conftest import Portal, csrf_token_of
 
 PAGES = [
@@ -42,17 +45,17 @@ def test_it_sends_a_visitor_who_is_not_signed_in_to_the_sign_in_page(client, pag
 
 
 def test_it_signs_in_with_an_api_key_and_opens_the_dashboard(portal, tenant):
-    response = portal.sign_in(tenant[1])
+    response = portal.sign_in(tenant.api_key)
 
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/portal/")
     page = portal.text("/portal/")
     assert "At a glance" in page
-    assert tenant[0].name in page
+    assert tenant.row.name in page
 
 
 def test_it_refuses_a_wrong_key_and_starts_no_session(portal, tenant):
-    prefix = tenant[1].partition(".")[0]
+    prefix = tenant.api_key.partition(".")[0]
 
     response = portal.sign_in(f"{prefix}.not-the-secret")
 
@@ -62,8 +65,8 @@ def test_it_refuses_a_wrong_key_and_starts_no_session(portal, tenant):
 
 
 def test_it_refuses_a_revoked_key(portal, tenant, db_session):
-    spare = issue_api_key(db_session, tenant[0])
-    revoke_api_key(db_session, tenant[0], spare.key.id, datetime.now(UTC))
+    spare = issue_api_key(db_session, tenant.row)
+    revoke_api_key(db_session, tenant.row, spare.key.id, datetime.now(UTC))
 
     response = portal.sign_in(spare.api_key)
 
@@ -71,9 +74,9 @@ def test_it_refuses_a_revoked_key(portal, tenant, db_session):
 
 
 def test_revoking_the_key_signs_its_portal_sessions_out(signed_in, tenant, db_session):
-    issue_api_key(db_session, tenant[0])  # the tenant keeps a key; this one goes
-    signed_in_with = find_api_key(db_session, tenant[1])
-    revoke_api_key(db_session, tenant[0], signed_in_with.id, datetime.now(UTC))
+    issue_api_key(db_session, tenant.row)  # the tenant keeps a key; this one goes
+    signed_in_with = find_api_key(db_session, tenant.api_key)
+    revoke_api_key(db_session, tenant.row, signed_in_with.id, datetime.now(UTC))
 
     response = signed_in.client.get("/portal/")
 
@@ -99,7 +102,7 @@ def test_a_sign_in_within_the_lifetime_holds(signed_in, settings):
 
 
 def test_the_session_cookie_is_httponly_samesite_lax_and_kept_to_the_portal(portal, tenant):
-    response = portal.sign_in(tenant[1])
+    response = portal.sign_in(tenant.api_key)
 
     header = set_cookie_header(response)
     morsel = session_cookie(response)[COOKIE_NAME]
@@ -117,7 +120,7 @@ def test_the_session_cookie_is_secure_when_the_browser_came_over_tls(app, tenant
     response = portal.client.post(
         "/portal/sign-in",
         base_url="https://portal.example",
-        data={"api_key": tenant[1], "csrf_token": csrf_token_of(page)},
+        data={"api_key": tenant.api_key, "csrf_token": csrf_token_of(page)},
     )
 
     assert response.status_code == 303
@@ -135,15 +138,35 @@ def test_the_session_cookie_is_secure_when_the_public_url_is_https(settings, db_
     assert "Secure" in set_cookie_header(response)
 
 
-def test_the_cookie_holds_the_keys_public_prefix_never_the_key(app, portal, tenant):
-    response = portal.sign_in(tenant[1])
+def test_the_cookie_holds_a_session_id_never_the_key(app, portal, tenant):
+    response = portal.sign_in(tenant.api_key)
 
     value = session_cookie(response)[COOKIE_NAME].value
     payload = app.session_interface.get_signing_serializer(app).loads(value)
-    prefix, _, secret = tenant[1].partition(".")
-    assert payload["key_prefix"] == prefix
+    uuid.UUID(payload["portal_session"])
+    _prefix, _, secret = tenant.api_key.partition(".")
     assert secret not in value
     assert secret not in str(payload)
+
+
+def test_a_cookie_copied_before_signing_out_is_worthless_after_it(app, portal, tenant, db_session):
+    portal.sign_in(tenant.api_key)
+    # An attacker copies the cookie, and the CSRF token the page carries.
+    copied = portal.client.get_cookie(COOKIE_NAME, path="/portal").value
+    token = csrf_token_of(portal.client.get("/portal/callbacks"))
+    assert portal.post("/portal/sign-out").status_code == 303
+
+    thief = app.test_client()
+    thief.set_cookie(COOKIE_NAME, copied, path="/portal")
+    assert thief.get("/portal/").status_code == 303  # back to the sign-in page
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
+    db_session.commit()
+    response = thief.post(
+        f"/portal/callbacks/{callback.id}/rotate-secret", data={"csrf_token": token}
+    )
+    assert response.status_code in (303, 400, 403)  # refused, whichever check comes first
+    db_session.expire_all()
+    assert db_session.get(Callback, callback.id).previous_secret is None
 
 
 def test_signing_out_ends_the_session(signed_in):
@@ -158,7 +181,7 @@ def test_signing_out_ends_the_session(signed_in):
 def test_signing_in_again_starts_a_new_session_with_a_new_csrf_token(portal, tenant):
     before = portal.token("/portal/sign-in")
 
-    portal.sign_in(tenant[1])
+    portal.sign_in(tenant.api_key)
 
     assert portal.token("/portal/") != before
 

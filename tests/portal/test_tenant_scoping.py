@@ -17,7 +17,7 @@ MISSING = str(uuid.uuid4())
 @pytest.fixture
 def theirs(db_session, other_tenant):
     """Another tenant's callback, job and a failed delivery of that job."""
-    tenant = other_tenant[0]
+    tenant = other_tenant.row
     callback = make_callback(db_session, tenant, "http://127.0.0.1:9/theirs")
     job = make_job(db_session, tenant, input={"secret-plan": 1})
     delivery = make_delivery(db_session, callback, job_id=job.id)
@@ -83,7 +83,7 @@ def test_another_tenants_things_cannot_be_changed(signed_in, theirs, db_session,
 
 
 def test_lists_show_only_the_tenants_own(signed_in, theirs, tenant, db_session):
-    mine = make_callback(db_session, tenant[0], "http://127.0.0.1:9/mine")
+    mine = make_callback(db_session, tenant.row, "http://127.0.0.1:9/mine")
     make_delivery(db_session, mine)
 
     for path in ("/portal/", "/portal/callbacks", "/portal/jobs", "/portal/deliveries"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import make_delivery
-from workers.delivery import deliver
-from workers.http import OutboundClient
+from tests.sending import deliver
+from workers.delivery.http import OutboundClient
 
 
 def test_custom_headers_are_stored_and_sent_with_each_delivery(

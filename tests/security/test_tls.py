@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from workers.http import OutboundClient
+from tests.sending import post
+from workers.delivery.http import OutboundClient
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -67,7 +68,7 @@ def tls_server(tmp_path):
 
 def test_the_certificate_is_verified_and_sni_names_the_url_host(settings, tls_server):
     port, seen_names = tls_server
-    result = OutboundClient(settings).post(f"https://localhost:{port}/hook", b"{}", {})
+    result = post(OutboundClient(settings), f"https://localhost:{port}/hook", b"{}", {})
     assert result.status is None
     assert "CERTIFICATE_VERIFY_FAILED" in result.error
     assert seen_names == ["localhost"]

@@ -9,8 +9,8 @@ import pytest
 
 from app.url_guard import BlockedUrl, check_callback_url
 from tests.factories import make_callback, make_delivery
-from workers.delivery import deliver
-from workers.http import OutboundClient
+from tests.sending import deliver, post
+from workers.delivery.http import ErrorKind, OutboundClient
 
 # Each entry: a URL (with {port} for the local receiver's port) that must be refused.
 BLOCKED_URLS = {
@@ -164,7 +164,7 @@ def test_delivery_time_refuses_every_blocked_form_and_sends_nothing(
 ):
     # Registered while private networks were allowed, delivered under production rules: the
     # connect-time check is what stops it. The receiver listens on 127.0.0.1 at that port.
-    callback = make_callback(db_session, tenant[0], url.format(port=receiver.server.server_port))
+    callback = make_callback(db_session, tenant.row, url.format(port=receiver.port))
     delivery = make_delivery(db_session, callback)
     db_session.commit()
     assert deliver(db_session, OutboundClient(strict), strict, delivery.id) is False
@@ -190,9 +190,9 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_connect(strict, mon
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    port = receiver.server.server_port
-    result = OutboundClient(strict).post(f"http://hooks.example.test:{port}/hook", b"{}", {})
-    assert result.error_kind == "blocked"
+    port = receiver.port
+    result = post(OutboundClient(strict), f"http://hooks.example.test:{port}/hook", b"{}", {})
+    assert result.error_kind == ErrorKind.BLOCKED
     assert "127.0.0.1 is not a public address" in result.error
     assert receiver.received() == []
 
@@ -215,12 +215,12 @@ def test_dns_rebinding_between_check_and_connect_cannot_slip_through(strict, mon
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    port = receiver.server.server_port
-    result = OutboundClient(allowing).post(f"http://rebind.example.test:{port}/hook", b"{}", {})
+    port = receiver.port
+    result = post(OutboundClient(allowing), f"http://rebind.example.test:{port}/hook", b"{}", {})
 
     assert receiver.received() == []
     assert result.status is None
-    assert result.error_kind == "connection"  # refused at 127.0.0.2, the checked address
+    assert result.error_kind == ErrorKind.CONNECTION  # refused at 127.0.0.2, the checked address
     assert len(answers) == 1
 
 
@@ -236,17 +236,17 @@ def test_a_registration_check_is_repeated_at_delivery(
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    url = f"http://flip.example.test:{receiver.server.server_port}/hook"
+    url = f"http://flip.example.test:{receiver.port}/hook"
     check_callback_url(url, strict)  # registration: a public answer
-    result = OutboundClient(strict).post(url, b"{}", {})  # delivery: now private
-    assert result.error_kind == "blocked"
+    result = post(OutboundClient(strict), url, b"{}", {})  # delivery: now private
+    assert result.error_kind == ErrorKind.BLOCKED
     assert receiver.received() == []
 
 
 def test_a_body_over_the_payload_cap_is_not_sent(settings, receiver):
     small = settings.replace(max_payload_bytes=100)
-    result = OutboundClient(small).post(receiver.url("/hook"), b"x" * 101, {})
-    assert result.error_kind == "too_large"
+    result = post(OutboundClient(small), receiver.url("/hook"), b"x" * 101, {})
+    assert result.error_kind == ErrorKind.TOO_LARGE
     assert receiver.received() == []
 
 

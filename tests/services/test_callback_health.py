@@ -12,16 +12,22 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2.errors
 import pytest
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from app import events
 from app.models import Callback, Delivery, DeliveryStatus, Message, Tenant
-from app.services import events
-from app.services.callbacks import enable_callback, note_attempt_outcome, note_attempt_outcomes
-from tests.factories import make_callback, make_delivery, make_tenant
-from workers.delivery import deliver
-from workers.http import OutboundClient
+from app.services.callback_health import note_attempt_outcomes
+from app.services.callbacks import enable_callback
+from tests.factories import make_callback, make_delivery
+from tests.sending import deliver
+from workers.delivery.http import OutboundClient
+
+
+def note_attempt_outcome(session, callback_id, succeeded, now, settings):
+    """One attempt's outcome, as a batch of one."""
+    note_attempt_outcomes(session, callback_id, [succeeded], now, settings)
 
 
 def reload_callback(db_session, callback_id) -> Callback:
@@ -30,7 +36,7 @@ def reload_callback(db_session, callback_id) -> Callback:
 
 
 def test_failures_build_a_streak_that_a_success_clears(db_session, settings, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:1/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/hook")
     start = datetime.now(UTC)
     note_attempt_outcome(db_session, callback.id, False, start, settings)
     note_attempt_outcome(db_session, callback.id, False, start + timedelta(minutes=1), settings)
@@ -47,7 +53,7 @@ def test_failures_build_a_streak_that_a_success_clears(db_session, settings, ten
 def test_a_callback_failing_past_the_limit_is_disabled_and_others_are_told(
     db_session, settings, tenant, sent_tasks
 ):
-    owner = tenant[0]
+    owner = tenant.row
     failing = make_callback(db_session, owner, "http://127.0.0.1:1/failing")
     ops = make_callback(
         db_session, owner, "http://127.0.0.1:1/ops", event_types=["callback.disabled"]
@@ -78,7 +84,7 @@ def test_a_callback_failing_past_the_limit_is_disabled_and_others_are_told(
 
 
 def test_a_disabled_callback_is_not_disabled_again(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     failing = make_callback(db_session, owner, "http://127.0.0.1:1/failing", enabled=False)
     make_callback(db_session, owner, "http://127.0.0.1:1/ops", event_types=["callback.disabled"])
     start = datetime.now(UTC) - timedelta(days=30)
@@ -96,7 +102,7 @@ def test_a_disabled_callback_is_not_disabled_again(db_session, settings, tenant)
 def test_enable_turns_a_disabled_callback_back_on(client, auth, db_session, tenant):
     callback = make_callback(
         db_session,
-        tenant[0],
+        tenant.row,
         "http://127.0.0.1:1/hook",
         enabled=False,
         consecutive_failures=9,
@@ -113,7 +119,7 @@ def test_enable_turns_a_disabled_callback_back_on(client, auth, db_session, tena
 def test_recover_resends_failed_deliveries_since_a_time(
     client, auth, db_session, tenant, sent_tasks
 ):
-    owner = tenant[0]
+    owner = tenant.row
     callback = make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     now = datetime.now(UTC)
     deliveries = []
@@ -140,7 +146,7 @@ def test_recover_resends_failed_deliveries_since_a_time(
 
 
 def test_recover_needs_a_valid_since(client, auth, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:1/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/hook")
     response = client.post(
         f"/v1/callbacks/{callback.id}/recover", query_string={"since": "yday"}, headers=auth
     )
@@ -149,7 +155,7 @@ def test_recover_needs_a_valid_since(client, auth, db_session, tenant):
 
 
 def test_recover_and_enable_hide_other_tenants_callbacks(client, other_auth, db_session, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:1/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/hook")
     assert client.post(f"/v1/callbacks/{callback.id}/enable", headers=other_auth).status_code == 404
     response = client.post(
         f"/v1/callbacks/{callback.id}/recover",
@@ -178,7 +184,7 @@ def make_listener(session, owner, event_types=INCIDENT_EVENTS):
 def test_an_incident_over_many_deliveries_is_announced_once_and_closed_once(
     db_session, settings, tenant
 ):
-    owner = tenant[0]
+    owner = tenant.row
     failing = make_callback(db_session, owner, "http://127.0.0.1:1/failing")
     ops = make_listener(db_session, owner)
     make_callback(db_session, owner, "http://127.0.0.1:1/jobs-only")
@@ -220,7 +226,7 @@ def test_an_incident_over_many_deliveries_is_announced_once_and_closed_once(
 
 
 def test_a_blip_shorter_than_the_threshold_raises_nothing(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     flaky = make_callback(db_session, owner, "http://127.0.0.1:1/flaky")
     make_listener(db_session, owner)
     start = datetime.now(UTC)
@@ -232,7 +238,7 @@ def test_a_blip_shorter_than_the_threshold_raises_nothing(db_session, settings, 
 
 
 def test_with_no_threshold_the_first_failure_is_announced(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     eager = settings.replace(callback_failing_after_seconds=0)
     callback = make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     make_listener(db_session, owner)
@@ -241,7 +247,7 @@ def test_with_no_threshold_the_first_failure_is_announced(db_session, settings, 
 
 
 def test_a_new_incident_after_a_recovery_is_announced_again(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     eager = settings.replace(callback_failing_after_seconds=0)
     callback = make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     make_listener(db_session, owner)
@@ -253,7 +259,7 @@ def test_a_new_incident_after_a_recovery_is_announced_again(db_session, settings
 
 
 def test_a_callback_is_never_told_about_its_own_incident(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     eager = settings.replace(callback_failing_after_seconds=0)
     callback = make_listener(db_session, owner)
     note_attempt_outcome(db_session, callback.id, False, datetime.now(UTC), eager)
@@ -263,7 +269,7 @@ def test_a_callback_is_never_told_about_its_own_incident(db_session, settings, t
 
 
 def test_a_disabled_callback_that_keeps_failing_is_not_announced(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     eager = settings.replace(callback_failing_after_seconds=0)
     callback = make_callback(db_session, owner, "http://127.0.0.1:1/hook", enabled=False)
     make_listener(db_session, owner)
@@ -274,7 +280,7 @@ def test_a_disabled_callback_that_keeps_failing_is_not_announced(db_session, set
 def test_failing_long_enough_to_be_disabled_is_announced_before_the_disabling(
     db_session, settings, tenant
 ):
-    owner = tenant[0]
+    owner = tenant.row
     long_ago = datetime.now(UTC) - timedelta(seconds=settings.callback_disable_after_seconds + 1)
     callback = make_callback(
         db_session,
@@ -291,7 +297,7 @@ def test_failing_long_enough_to_be_disabled_is_announced_before_the_disabling(
 
 
 def test_re_enabling_a_callback_starts_a_new_incident(db_session, settings, tenant):
-    owner = tenant[0]
+    owner = tenant.row
     eager = settings.replace(callback_failing_after_seconds=0)
     callback = make_callback(db_session, owner, "http://127.0.0.1:1/hook")
     make_listener(db_session, owner)
@@ -349,7 +355,7 @@ def told(session, callback_id) -> Counter:
 
 @pytest.mark.parametrize("failing_after", [0, 60])
 def test_a_batch_does_what_its_outcomes_do_one_by_one(db_session, settings, tenant, failing_after):
-    owner = tenant[0]
+    owner = tenant.row
     settings = settings.replace(callback_failing_after_seconds=failing_after)
     make_listener(db_session, owner)
     pairs = []
@@ -388,7 +394,7 @@ class StatementCounter:
 def test_a_batch_costs_two_statements_however_long_it_is(db_session, settings, tenant):
     callback = make_callback(
         db_session,
-        tenant[0],
+        tenant.row,
         "http://127.0.0.1:1/hook",
         consecutive_failures=3,
         failing_since=NOW - timedelta(minutes=10),
@@ -401,7 +407,7 @@ def test_a_batch_costs_two_statements_however_long_it_is(db_session, settings, t
 
 
 def test_a_healthy_callbacks_successes_cost_one_statement(db_session, settings, tenant):
-    callback = make_callback(db_session, tenant[0], "http://127.0.0.1:1/hook")
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/hook")
     with StatementCounter(db_session) as statements:
         note_attempt_outcomes(db_session, callback.id, [True] * 50, NOW, settings)
     assert len(statements) == 1
@@ -447,20 +453,6 @@ def test_an_empty_batch_or_a_deleted_callback_is_a_no_op(db_session, settings):
 
 
 # Concurrent workers ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def committed_tenant(engine):
-    """A tenant committed for real, so that separate sessions see its rows; it is deleted
-    afterwards with everything it owns."""
-    with Session(engine) as session:
-        owner, _ = make_tenant(session, "racing")
-        session.commit()
-        tenant_id = owner.id
-    yield tenant_id
-    with Session(engine) as session:
-        session.execute(delete(Tenant).where(Tenant.id == tenant_id))
-        session.commit()
 
 
 @pytest.fixture
@@ -580,7 +572,7 @@ def test_many_workers_at_once_announce_an_incident_once_and_close_it_once(
 def test_real_deliveries_to_a_receiver_that_goes_down_and_back_raise_one_of_each(
     db_session, settings, tenant, receiver
 ):
-    owner = tenant[0]
+    owner = tenant.row
     eager = settings.replace(callback_failing_after_seconds=0)
     receiver.answer("/down", 500, 500, 500, 200)
     callback = make_callback(db_session, owner, receiver.url("/down"))
