@@ -1,0 +1,61 @@
+"""After a commit that stored events, tell the stream processes: one Redis PUBLISH.
+
+Postgres holds the events; the announcement only wakes whoever waits on them (a long poll, an
+event stream, a feed). It is sent after commit, so a waiter that re-reads finds what it was told
+about. A lost announcement (Redis down, a subscriber reconnecting) delays a waiter until its next
+timed re-read; it never loses an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import after_commit
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "boomerang:events"
+_INFO_KEY = "boomerang.announcer"
+# A request or a job's commit must not wait long on Redis for a courtesy.
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
+class Announcer:
+    """Publishes ``"<tenant_id> <job_id or ->"`` on CHANNEL."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = redis.Redis.from_url(
+            redis_url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+
+    def __call__(self, tenant_id: uuid.UUID, job_id: uuid.UUID | None) -> None:
+        try:
+            self._redis.publish(CHANNEL, f"{tenant_id} {job_id or '-'}")
+        except redis.RedisError:
+            log.debug("could not announce an event; waiters will find it on their next look")
+
+
+def install_announcer(factory: sessionmaker[Session], announcer: Any) -> None:
+    """Sessions from ``factory`` announce the events they commit through ``announcer``."""
+    factory.configure(info={**factory.kw.get("info", {}), _INFO_KEY: announcer})
+
+
+def announce_after_commit(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID | None) -> None:
+    """Announce an event of ``tenant_id`` (and ``job_id``) once this transaction commits."""
+    announcer = session.info.get(_INFO_KEY)
+    if announcer is not None:
+        after_commit(session, announcer, tenant_id, job_id)
+
+
+def parse(message: bytes | str) -> tuple[str, str | None]:
+    """The tenant id and job id (or None) of an announcement."""
+    text = message.decode() if isinstance(message, bytes) else message
+    tenant_id, _, job_id = text.partition(" ")
+    return tenant_id, (None if job_id in ("", "-") else job_id)

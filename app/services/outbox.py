@@ -1,0 +1,107 @@
+"""Turn an event into a message and one pending delivery per destination (the outbox).
+
+Called inside the transaction that changes the state the event reports, so the event exists if
+and only if the change does. The deliveries are woken for after that transaction commits.
+
+Every job's end goes through here, so it is one statement: the message, and a delivery for each
+destination, chosen in Postgres (the tenant's subscribed callbacks, explicit callbacks, extra
+URLs), in one round trip, and one delivery per distinct URL however many destinations name it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.announce import announce_after_commit
+from app.events import render_body
+from app.models import Callback
+from app.queues import wake_deliveries
+
+_PUBLISH = text(
+    """
+    WITH candidate AS (
+        SELECT id AS callback_id, url, 0 AS kind, created_at, 0::bigint AS n
+        FROM callback
+        WHERE tenant_id = :tenant_id
+          AND ((:subscribers AND enabled AND :event_type = ANY(event_types)
+                AND id IS DISTINCT FROM CAST(:excluding AS uuid))
+               OR id = ANY(CAST(:callback_ids AS uuid[])))
+        UNION ALL
+        SELECT NULL, extra.url, 1, NULL, extra.n
+        FROM unnest(CAST(:urls AS text[])) WITH ORDINALITY AS extra(url, n)
+    ), target AS (
+        -- One delivery per distinct URL, however many destinations name it: the oldest
+        -- callback wins, then an extra URL (a URL given on a job that a callback also has).
+        SELECT DISTINCT ON (url) * FROM candidate ORDER BY url, kind, created_at, n
+    ), message AS (
+        INSERT INTO message (id, tenant_id, job_id, event_type, body)
+        SELECT :message_id, :tenant_id, :job_id, :event_type, :body
+        WHERE :always OR EXISTS (SELECT 1 FROM target)
+        RETURNING id
+    )
+    INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status, attempt_count,
+                          next_attempt_at)
+    SELECT gen_random_uuid(), :tenant_id, message.id, target.callback_id, target.url,
+           'pending', 0, :now
+    FROM target CROSS JOIN message
+    ORDER BY target.kind, target.created_at, target.n
+    RETURNING id, message_id, callback_id, url
+    """
+)
+
+
+class NewDelivery(NamedTuple):
+    """A delivery the outbox made."""
+
+    id: uuid.UUID
+    message_id: uuid.UUID
+    callback_id: uuid.UUID | None
+    url: str
+
+
+def publish(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    event_type: str,
+    data: Any,
+    now: datetime,
+    job_id: uuid.UUID | None = None,
+    callbacks: Iterable[Callback] = (),
+    subscribers: bool = False,
+    excluding: uuid.UUID | None = None,
+    extra_urls: Iterable[str] = (),
+    keep_without_deliveries: bool = True,
+) -> list[NewDelivery]:
+    """Store one message and a pending delivery for each destination: the given ``callbacks``
+    (enabled or not), with ``subscribers`` every enabled callback of the tenant that listens for
+    ``event_type`` (but ``excluding``), and each extra URL. Without ``keep_without_deliveries``
+    an event nobody is to hear is not stored at all."""
+    session.flush()  # callbacks made in this transaction must be seen by the statement
+    rows = session.execute(
+        _PUBLISH,
+        {
+            "tenant_id": tenant_id,
+            "event_type": event_type,
+            "subscribers": subscribers,
+            "excluding": excluding,
+            "callback_ids": [str(callback.id) for callback in callbacks],
+            "urls": list(extra_urls),
+            "message_id": uuid.uuid4(),
+            "job_id": job_id,
+            "body": render_body(event_type, data, now),
+            "always": keep_without_deliveries,
+            "now": now,
+        },
+    ).all()
+    if rows:
+        wake_deliveries(session)
+    if rows or keep_without_deliveries:
+        announce_after_commit(session, tenant_id, job_id)
+    return [NewDelivery(*row) for row in rows]
