@@ -122,6 +122,8 @@ def steps_of(page: Page) -> list[int]:
 
 
 def test_a_page_on_a_listed_origin_watches_each_step_and_the_result(stack, site, tenant, page):
+    requests_seen: list[str] = []
+    page.on("request", lambda request: requests_seen.append(request.url))
     job = submit(stack, tenant, "sleep", input={"seconds": 3})
 
     page.goto(f"{site.origin}/watch?stream={quote(job['stream_url'])}")
@@ -130,6 +132,11 @@ def test_a_page_on_a_listed_origin_watches_each_step_and_the_result(stack, site,
     steps = steps_of(page)
     assert len(steps) >= 2 and steps == sorted(steps) and steps[-1] == 100, steps
     expect(page.locator("#error")).to_have_text("")
+    # pushed, not polled: one stream request for the whole job, and no GET of the job
+    about_the_job = [
+        url for url in requests_seen if url.startswith(stack.front_url) and job["id"] in url
+    ]
+    assert about_the_job == [job["stream_url"]], about_the_job
 
 
 def test_without_eventsource_it_falls_back_to_the_long_poll(stack, site, tenant, page):
