@@ -65,6 +65,21 @@ class Reads:
         etag = '"' + hashlib.sha256(encoded.encode()).hexdigest()[:32] + '"'
         return JobState(job.tenant_id, document, etag, job.status in TERMINAL)
 
+    def job_fingerprints(self, job_ids: list[str]) -> dict[str, str]:
+        """For each job, a digest that changes whenever its state or its events do."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                text(
+                    """
+                    SELECT job.id::text, md5(concat_ws('|', job.status, job.progress::text,
+                        (SELECT max(seq) FROM message WHERE message.job_id = job.id)))
+                    FROM job WHERE job.id = ANY(CAST(:ids AS uuid[]))
+                    """
+                ),
+                {"ids": job_ids},
+            ).all()
+        return dict(rows)
+
     def job_events(self, job_id: uuid.UUID, after: str | None = None) -> list[Event]:
         """The job's events in the order they were written, after webhook-id ``after`` if given."""
         with Session(self.engine) as session:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import resource
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -33,9 +34,11 @@ from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A waiter re-reads Postgres this often even when nothing is announced (a lost announcement
-# delays it by at most this much).
-RECHECK_SECONDS = 5.0
+# The hub rechecks every waited-on job this often in one query, so a lost announcement delays a
+# waiter by at most this much (see app/stream/hub.py).
+HUB_RECHECK_SECONDS = 5.0
+# Each waiter's own timer is only a backstop, in case the hub's recheck itself fails.
+RECHECK_SECONDS = 60.0
 # A comment line this often keeps proxies from closing a quiet stream.
 HEARTBEAT_SECONDS = 15.0
 # A client that has not read what was written within this long is dropped: its unread events
@@ -82,7 +85,7 @@ class StreamServer:
         self.settings = settings
         self.engine = engine or make_engine(settings, pool_size=5, max_overflow=5)
         self.reads = Reads(self.engine)
-        self.hub = Hub(settings.redis_url)
+        self.hub = Hub(settings.redis_url, self.reads.job_fingerprints, HUB_RECHECK_SECONDS)
         self.tokens = StreamTokens(settings, lambda: Session(self.engine))
 
     # -- the application ---------------------------------------------------------------------
@@ -240,15 +243,20 @@ class StreamServer:
                     return response
             loop = asyncio.get_running_loop()
             next_heartbeat = loop.time() + HEARTBEAT_SECONDS
+            next_read = loop.time()
             while True:
-                announced.clear()
-                for event in await self._read(self.reads.job_events, job_id, last_id):
-                    if not await sse.send_event(event):
-                        return response
-                    last_id = event.id
-                    if event.type in TERMINAL_EVENTS:
-                        return response
-                timeout = min(RECHECK_SECONDS, max(0.0, next_heartbeat - loop.time()))
+                # Postgres is read only when woken (or on the backstop timer), never on a
+                # heartbeat: an idle stream costs no queries.
+                if announced.is_set() or loop.time() >= next_read:
+                    announced.clear()
+                    for event in await self._read(self.reads.job_events, job_id, last_id):
+                        if not await sse.send_event(event):
+                            return response
+                        last_id = event.id
+                        if event.type in TERMINAL_EVENTS:
+                            return response
+                    next_read = loop.time() + RECHECK_SECONDS
+                timeout = max(0.0, min(next_read, next_heartbeat) - loop.time())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(announced.wait(), timeout)
                 if loop.time() >= next_heartbeat:
@@ -333,8 +341,20 @@ class SseWriter:
         return await self.send(event.id, event.type, event.body)
 
 
+def raise_open_files_limit() -> int:
+    """Lift the soft limit on open files to the hard one where allowed: each open stream holds a
+    file descriptor, and the usual soft limit (1,024) is far below what one process can serve."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def run(settings: Settings) -> None:
     """Serve until stopped (``boomerang stream``)."""
+    log.info("stream: up to %d open files", raise_open_files_limit())
     server = StreamServer(settings)
     web.run_app(
         server.app(),
