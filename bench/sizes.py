@@ -21,6 +21,10 @@ class Sizes:
     backlog: int = 100_000
     due_batch: int = 500
     steady_seconds: int = 10
+    stream_idle: int = 10_000
+    stream_rate: int = 200
+    stream_seconds: int = 10
+    long_polls: int = 2_000
 
 
 SMOKE = Sizes(
@@ -38,4 +42,8 @@ SMOKE = Sizes(
     backlog=2_000,
     due_batch=50,
     steady_seconds=1,
+    stream_idle=100,
+    stream_rate=20,
+    stream_seconds=2,
+    long_polls=40,
 )

@@ -14,8 +14,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# Prints wrk's figures as one JSON line once the run is over.
+DONE = r"""
+function done(summary, latency, requests)
+    local non2xx = summary.errors.status
+    io.write(string.format(
+        '\nWRK_JSON {"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d,' ..
+        ' "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
+        summary.requests, summary.duration, non2xx,
+        summary.errors.connect + summary.errors.read + summary.errors.write +
+            summary.errors.timeout,
+        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
 # {n} in the body becomes a per-request number, so no two requests are identical.
-SCRIPT = r"""
+SCRIPT = (
+    r"""
 local counter = 0
 local threads = {}
 
@@ -37,17 +52,9 @@ function request()
     return wrk.format(nil, nil, nil, body)
 end
 
-function done(summary, latency, requests)
-    local non2xx = summary.errors.status
-    io.write(string.format(
-        '\nWRK_JSON {"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d,' ..
-        ' "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
-        summary.requests, summary.duration, non2xx,
-        summary.errors.connect + summary.errors.read + summary.errors.write +
-            summary.errors.timeout,
-        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
 """
+    + DONE
+)
 
 
 def ensure_wrk() -> str:
@@ -75,13 +82,28 @@ def post_json(
 ) -> dict[str, Any]:
     """POST ``body`` (``{n}`` numbered per request) to ``url`` from ``connections`` connections
     for ``seconds``: wrk's figures (rate, latency percentiles, errors)."""
+    script = SCRIPT.replace("BODY", json.dumps(body))
+    return _run(
+        script, url, seconds=seconds, connections=connections, threads=threads, args=[api_key]
+    )
+
+
+def _run(
+    script_text: str,
+    url: str,
+    *,
+    seconds: int,
+    connections: int,
+    threads: int,
+    args: list[str] | None = None,
+) -> dict[str, Any]:
     wrk = ensure_wrk()
     threads = max(1, min(threads, connections))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(SCRIPT.replace("BODY", json.dumps(body)))
+        script.write(script_text)
     try:
         command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
-        command += ["-s", script.name, url, "--", api_key]
+        command += ["-s", script.name, url, "--", *(args or [])]
         finished = subprocess.run(
             command, capture_output=True, text=True, timeout=seconds + 60, check=False
         )
@@ -102,3 +124,11 @@ def post_json(
         "errors": raw["non_2xx"] + raw["socket_errors"],
         "load_generator": "wrk",
     }
+
+
+def get(
+    url: str, *, seconds: int, connections: int, api_key: str = "", threads: int = 2
+) -> dict[str, Any]:
+    """GET ``url`` from ``connections`` connections for ``seconds``: wrk's figures."""
+    script = DONE + f'\nwrk.headers["Authorization"] = "Bearer {api_key}"\n'
+    return _run(script, url, seconds=seconds, connections=connections, threads=threads)

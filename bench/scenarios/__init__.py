@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.scenarios import backlog, dead, e2e, ingest, noisy, slow, throughput
+from bench.scenarios import backlog, dead, e2e, ingest, noisy, slow, streams, throughput
 from bench.stack import Bench
 
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
@@ -16,6 +16,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "ingest": ingest.run,
     "e2e": e2e.run,
     "backlog": backlog.run,
+    "streams": streams.run,
     # Last: its receivers hold connections until the delivery timeout.
     "dead": dead.run,
 }
