@@ -1,8 +1,12 @@
 """Grey failures on the real stack: nothing is down, something is subtly wrong. A host whose
-clock runs fast. After each: nothing lost, nothing sent twice, and the figures recorded."""
+clock runs fast; receivers that never read or trickle their answer. After each: nothing lost,
+nothing sent twice, nobody else held up, and the figures recorded."""
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
 import time
 from collections import Counter, defaultdict
 
@@ -13,9 +17,11 @@ from tests.faults.conftest import (
     Account,
     FaultStack,
     record_figures,
+    record_row,
     tally,
     wait_until_received,
 )
+from tests.faults.test_faults import wait_for
 from tests.support.settings import database_name, worker_number
 from tests.support.stack import running_stack
 
@@ -110,3 +116,193 @@ def test_a_delivery_worker_five_minutes_fast_steals_no_lease_and_sends_no_early_
     assert len(logged) == len(job_ids)
     assert {count for (count,) in logged} == {2}
     assert early == {}
+
+
+class SilentServer:
+    """Accepts every connection and never reads a byte; its receive buffer is kept small so a
+    large POST has little room to land in."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(256)
+        self.held: list[socket.socket] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.socket.getsockname()[1]}/silent"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            if self._closed.is_set():
+                connection.close()
+                return
+            self.held.append(connection)  # held open, never read
+
+    def close(self) -> None:
+        self._closed.set()
+        self.socket.close()
+        for connection in self.held:
+            connection.close()
+
+
+class TrickleServer:
+    """Reads the request, then answers one byte every half second, without end."""
+
+    def __init__(self, every_seconds: float = 0.5) -> None:
+        self.every_seconds = every_seconds
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(256)
+        # How long each client held on before hanging up (seconds from the request's end).
+        self.held_for: list[float] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.socket.getsockname()[1]}/trickle"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            while len(body) < length:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            started = time.monotonic()
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000000
+            try:
+                for byte in answer:
+                    connection.sendall(bytes([byte]))
+                    if self._closed.wait(self.every_seconds):
+                        return
+            except OSError:
+                with self._lock:
+                    self.held_for.append(time.monotonic() - started)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.socket.close()
+
+
+@pytest.fixture
+def silent_server():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def trickle_server():
+    server = TrickleServer()
+    yield server
+    server.close()
+
+
+def test_receivers_that_never_read_or_trickle_end_at_the_deadline_and_delay_no_one_else(
+    fault_stack, account, receiver, silent_server, trickle_server
+):
+    total_timeout = float(FAULT_ENV["BOOMERANG_TOTAL_TIMEOUT_SECONDS"])
+    healthy = receiver.url("/healthy")
+    hostile = {"never reads": silent_server.url, "trickles": trickle_server.url}
+    for url in (healthy, *hostile.values()):
+        fault_stack.register(account, url)
+
+    # Bodies of some 400 kB, far more than the silent server's receive buffer: whether the POST
+    # stalls in its body or in the wait for an answer, a timeout must end it.
+    count = 20
+    started = time.monotonic()
+    job_ids = fault_stack.submit(account, count, input_={"pad": "x" * 200_000})
+    wait_until_received(receiver, "/healthy", job_ids, timeout=60)
+    recover = time.monotonic() - started
+
+    def first_attempts(url: str) -> int:
+        return fault_stack.sql(
+            "SELECT count(DISTINCT d.id) FROM delivery_attempt a "
+            "JOIN delivery d ON d.id = a.delivery_id WHERE d.url = :url",
+            url=url,
+        )[0][0]
+
+    wait_for(
+        lambda: all(first_attempts(url) == count for url in hostile.values()),
+        timeout=60,
+        message="every hostile delivery's first attempt",
+    )
+    # From each job's end to its event's arrival at the healthy receiver.
+    finished = dict(
+        fault_stack.sql(
+            "SELECT id::text, extract(epoch FROM finished_at)::float FROM job "
+            "WHERE id::text = ANY(:ids)",
+            ids=job_ids,
+        )
+    )
+    latencies = [
+        request.at - finished[request.json()["data"]["id"]]
+        for request in receiver.received("/healthy")
+        if request.accepted
+    ]
+    healthy_bound = total_timeout / 2
+    figures = tally(receiver, "/healthy", account.callback_secrets[healthy], job_ids)
+    record_figures(
+        "healthy receiver beside one that never reads and one that trickles",
+        figures,
+        recover,
+        answered_within_bound=sum(1 for latency in latencies if latency <= healthy_bound),
+        bound_seconds=healthy_bound,
+        max_latency_seconds=round(max(latencies), 3),
+    )
+    assert figures.lost == 0
+    assert figures.unique == figures.submitted
+    assert figures.bad_signatures == 0
+    assert max(latencies) <= healthy_bound
+
+    for name, url in hostile.items():
+        attempts = fault_stack.sql(
+            "SELECT a.duration_ms, a.error FROM delivery_attempt a "
+            "JOIN delivery d ON d.id = a.delivery_id WHERE d.url = :url",
+            url=url,
+        )
+        durations = [duration / 1000 for duration, _ in attempts]
+        errors = Counter(error for _, error in attempts)
+        row = {
+            "test": f"receiver that {name}",
+            "attempts": len(attempts),
+            "ended_within_deadline": sum(1 for d in durations if d <= total_timeout + 0.5),
+            "deadline_seconds": total_timeout,
+            "min_seconds": round(min(durations), 3),
+            "max_seconds": round(max(durations), 3),
+            "errors": dict(errors),
+        }
+        record_row(row)
+        assert all(d <= total_timeout + 0.5 for d in durations), row
+        assert not any(error is None for error in errors), row  # none counted as delivered
+    # The trickler saw every client hang up at the deadline, not after its million bytes. It
+    # notices only when a send fails: the second one after the hang-up (the first draws the RST).
+    noticed_within = 2 * trickle_server.every_seconds + 0.1
+    assert trickle_server.held_for
+    assert max(trickle_server.held_for) <= total_timeout + noticed_within
