@@ -4,13 +4,20 @@ nothing sent twice, nobody else held up, and the figures recorded."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 
 from tests.faults.conftest import (
     FAULT_ENV,
@@ -306,3 +313,105 @@ def test_receivers_that_never_read_or_trickle_end_at_the_deadline_and_delay_no_o
     noticed_within = 2 * trickle_server.every_seconds + 0.1
     assert trickle_server.held_for
     assert max(trickle_server.held_for) <= total_timeout + noticed_within
+
+
+def process_tree(roots: list[int]) -> set[int]:
+    """The pids of ``roots`` and every process descended from them."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while we looked
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree = set(roots)
+    grown = True
+    while grown:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return tree
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(path: Path, size: str = "16m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``path`` until the block ends."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here to fill: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        # Lazily: a process that is still exiting may hold a file there for a moment.
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory: Path) -> int:
+    """Write a file in ``directory`` until the disk is full; the bytes written."""
+    written = 0
+    chunk = b"\0" * 65536
+    with open(directory / "filler", "wb", buffering=0) as out:
+        while True:
+            try:
+                written += out.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                chunk = chunk[: len(chunk) // 2]
+                if len(chunk) < 512:
+                    return written
+
+
+def test_a_full_metrics_disk_costs_metrics_not_deliveries(worker_id, tmp_path, receiver):
+    # The stack counts in log_dir/metrics: make that a tiny disk, and fill it once it started.
+    with tiny_tmpfs(tmp_path / "metrics") as metrics_dir:
+        database = database_name("grey", worker_number(worker_id))
+        with running_stack(database, tmp_path, FAULT_ENV, kind=FaultStack) as stack:
+            created = stack.create_tenant("full-disk")
+            account = Account(api_key=created["api_key"], signing_secret=created["signing_secret"])
+            url = receiver.url("/full")
+            stack.register(account, url)
+            # Some processes have counted already (their files exist and may grow), the others
+            # will make theirs on the full disk.
+            warm_up = stack.submit(account, 10)
+            wait_until_received(receiver, "/full", warm_up, timeout=30)
+            processes_before = process_tree([p.pid for p in stack.processes.values()])
+            filled = fill(metrics_dir)
+            free_bytes = shutil.disk_usage(metrics_dir).free
+
+            count = 200
+            started = time.monotonic()
+            job_ids = stack.submit(account, count)
+            wait_until_received(receiver, "/full", job_ids, timeout=60)
+            recover = time.monotonic() - started
+
+            scrape = requests.get(stack.base_url + "/metrics", timeout=10)
+            alive = {name: p.poll() is None for name, p in stack.processes.items()}
+            processes_after = process_tree([p.pid for p in stack.processes.values()])
+            died = processes_before - processes_after
+            signalled = {name: stack.log(name).count("SIGBUS") for name in stack.processes}
+
+            figures = tally(receiver, "/full", account.callback_secrets[url], warm_up + job_ids)
+            record_figures(
+                "metrics directory's disk full",
+                figures,
+                recover,
+                metrics_disk_filled_bytes=filled,
+                metrics_disk_free_bytes=free_bytes,
+                metrics_status=scrape.status_code,
+                processes_alive=sum(alive.values()),
+                processes=len(alive),
+                processes_died=len(died),
+            )
+            assert figures.lost == 0
+            assert figures.unique == figures.submitted
+            assert figures.bad_signatures == 0
+            assert scrape.status_code == 200
+            assert all(alive.values()), alive
+            assert died == set(), "a process of the stack died (SIGBUS?)"
+            assert not any(signalled.values()), signalled
