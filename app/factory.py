@@ -19,6 +19,7 @@ from app.api import (
     redirects,
     tenant,
 )
+from app.clock import follow_database
 from app.db import make_engine, make_session_factory
 from app.errors import register_error_handlers
 from app.jobtypes import load_job_modules
@@ -55,8 +56,11 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
 
     if session_factory is None:
         # A producer only: the web sends tasks and wakes, and holds no worker resources.
-        session_factory = make_session_factory(make_engine(settings), Producer(settings).sender())
+        engine = make_engine(settings)
+        session_factory = make_session_factory(engine, Producer(settings).sender())
         install_announcer(session_factory, Announcer(settings.redis_url))
+        # New deliveries are due "now": Postgres' now, which the workers compare against.
+        follow_database(engine, settings.clock_skew_seconds)
     web.init_app(app, web.WebContext(settings, session_factory))
     ratelimit.init_app(app, settings)
     security_headers.init_app(app)

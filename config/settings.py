@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -60,6 +61,13 @@ def _parse_positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
         raise ValueError("expected a number above 0")
+    return value
+
+
+def _parse_finite_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
     return value
 
 
@@ -595,6 +603,14 @@ class Settings:
         _parse_port,
         "port",
         "Where Flower listens.",
+    )
+    clock_skew_seconds: float = setting(
+        "BOOMERANG_CLOCK_SKEW_SECONDS",
+        "0",
+        _parse_finite_float,
+        "seconds",
+        "For tests only: run this process's own clock this far ahead (or behind, if negative) "
+        "to act out a badly set host. Leases and due times follow Postgres' clock regardless.",
     )
 
     @classmethod

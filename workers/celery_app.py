@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.announce import Announcer, install_announcer
+from app.clock import follow_database
 from app.db import make_engine, make_session_factory
 from app.jobtypes import load_job_modules
 from app.queues import PRUNE_TASK, SWEEP_TASK, Producer, Waker, make_celery
@@ -119,6 +120,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
     def _reset_after_fork(**_kwargs: object) -> None:
         # Connections inherited from the parent would be shared between processes.
         engine.dispose(close=False)
+        # The pool processes take leases and set due times: on Postgres' clock, not the host's.
+        follow_database(engine, settings.clock_skew_seconds)
 
     @worker_process_shutdown.connect(weak=False)
     def _record_what_is_in_flight(**_kwargs: object) -> None:

@@ -14,6 +14,7 @@ import functools
 import hmac
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +127,24 @@ def _metrics() -> _Metrics:
 P = ParamSpec("P")
 
 
+# A failing metric is logged at most this often: on a full disk every attempt fails to count,
+# and a traceback per attempt would fill the logs (and their disk) next.
+WARN_EVERY_SECONDS = 60.0
+
+
 def _never_raises(record: Callable[P, None]) -> Callable[P, None]:
+    last_warned = [-WARN_EVERY_SECONDS]
+
     @functools.wraps(record)
     def safely(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             record(*args, **kwargs)
         except Exception:
-            # E.g. a temp-file cleaner removed the metrics directory under a running process.
-            log.warning("could not record metric %s", record.__name__, exc_info=True)
+            # E.g. a temp-file cleaner removed the metrics directory under a running process, or
+            # its disk is full.
+            if time.monotonic() - last_warned[0] >= WARN_EVERY_SECONDS:
+                last_warned[0] = time.monotonic()
+                log.warning("could not record metric %s", record.__name__, exc_info=True)
 
     return safely
 

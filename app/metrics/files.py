@@ -6,7 +6,11 @@ prometheus_client's multiprocess mode gives each process its own memory-mapped f
   down, which Prometheus takes for a counter reset (and a spike in ``rate()``); so its counts are
   folded into one ``<kind>_archive.db`` file and only then is its file removed;
 - that folding and a scrape must not interleave, or a scrape could count a process twice or find
-  a file gone between listing and reading it. A lock file in the directory orders them.
+  a file gone between listing and reading it. A lock file in the directory orders them;
+- prometheus_client grows its files sparsely, so on a full disk the first write to a new page is
+  a SIGBUS that kills the process. ``ReservedMmapedDict`` reserves the space before mapping it,
+  turning a full disk into an OSError that the recording functions swallow: metrics stop, work
+  goes on.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from prometheus_client import values
+from prometheus_client import mmap_dict, values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -28,6 +32,43 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LOCK_FILE = ".lock"
 
 _PID_IN_NAME = re.compile(r"_(\d+)\.db$")
+
+
+class ReservedMmapedDict(MmapedDict):
+    """prometheus_client's file of values, with its disk space reserved before it is mapped, so
+    a full disk raises OSError (ENOSPC) here instead of SIGBUS on a later write."""
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            _reserve_new_file(filename)
+        super().__init__(filename, read_mode)
+
+    def _init_value(self, key: str) -> None:
+        # The entry's size, as the parent lays it out: length, key padded to 8 bytes, two doubles.
+        encoded = len(key.encode("utf-8"))
+        needed = self._used + 4 + encoded + (8 - (encoded + 4) % 8) + 16
+        capacity = self._capacity
+        while needed > capacity:
+            capacity *= 2
+        if capacity > self._capacity:
+            os.posix_fallocate(self._f.fileno(), 0, capacity)  # the parent then maps it all
+        super()._init_value(key)
+
+
+def _reserve_new_file(filename: str) -> None:
+    """Create ``filename`` with its first block of space reserved, unless it exists; on a full
+    disk remove the empty file again (a scrape cannot read one) and raise OSError."""
+    descriptor = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(descriptor).st_size == 0:
+            os.posix_fallocate(descriptor, 0, mmap_dict._INITIAL_MMAP_SIZE)
+    except OSError:
+        with contextlib.suppress(OSError):
+            if os.fstat(descriptor).st_size == 0:
+                os.unlink(filename)
+        raise
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -69,7 +110,7 @@ def fold_ended_processes(directory: Path) -> None:
 def _add_into(archive: Path, file: Path) -> None:
     # Counter, histogram and summary values in these files are plain sums (histogram buckets
     # are stored per bucket, not cumulatively), so adding them key by key keeps every total.
-    totals = MmapedDict(str(archive))
+    totals = ReservedMmapedDict(str(archive))
     try:
         for key, value, _timestamp, _position in MmapedDict.read_all_values_from_file(str(file)):
             current, _ = totals.read_value(key)
@@ -96,6 +137,8 @@ def use_directory(path: str | os.PathLike[str]) -> Path:
     # may have happened before the directory was known (a config file, a library).
     if not getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.MultiProcessValue()
+    # Every value file this process opens from now on reserves its space (see the docstring).
+    values.MmapedDict = ReservedMmapedDict  # type: ignore[misc]
     return directory
 
 
@@ -121,6 +164,14 @@ class MachineCollector:
 
     def collect(self) -> Iterator[Metric]:
         with _locked(self.directory, exclusive=False):
-            files = glob.glob(str(self.directory / "*.db"))
+            # An empty file is one being created (or refused by a full disk): nothing to read.
+            files = [f for f in glob.glob(str(self.directory / "*.db")) if _has_content(f)]
             metrics = list(MultiProcessCollector.merge(files, accumulate=True))
         yield from metrics
+
+
+def _has_content(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False  # removed since it was listed

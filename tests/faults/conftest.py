@@ -160,13 +160,19 @@ def wait_until_received(
 
 def record_figures(name: str, figures: Tally, recover_seconds: float, **extra) -> None:
     """Append one fault test's figures to the run's figures file (read for the release notes)."""
+    record_row(
+        {
+            "test": name,
+            **figures.__dict__,
+            "max_recover_seconds": round(recover_seconds, 2),
+            **extra,
+        }
+    )
+
+
+def record_row(row: dict) -> None:
+    """Append one row of figures (its ``test`` names it) to the figures file, and print it."""
     FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
-    row = {
-        "test": name,
-        **figures.__dict__,
-        "max_recover_seconds": round(recover_seconds, 2),
-        **extra,
-    }
     with FIGURES_FILE.open("a") as out:
         out.write(json.dumps(row) + "\n")
     print(json.dumps(row))

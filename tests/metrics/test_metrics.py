@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client import values as prometheus_values
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.metrics.files import MachineCollector, prepare_metrics_dir
+from app.metrics.files import MachineCollector, ReservedMmapedDict, prepare_metrics_dir
 from app.services.callback_health import disable_callback
 from app.services.jobs import submit_job
 from config.settings import Settings, SettingsError
@@ -294,3 +296,51 @@ def test_boomerang_metrics_serves_the_machines_counts_behind_the_token(tmp_path)
 def test_a_guessable_metrics_token_is_refused_at_start():
     with pytest.raises(SettingsError, match="BOOMERANG_METRICS_TOKEN"):
         Settings.from_env({"BOOMERANG_METRICS_TOKEN": "secret"})
+
+
+def no_space(*_args: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_value_file_reserves_its_space_before_it_is_mapped(tmp_path):
+    path = tmp_path / "counter_1.db"
+    values = ReservedMmapedDict(str(path))
+    for number in range(5000):  # well past the first 64 KiB: the file grows
+        values.write_value(f"key-{number}", float(number), 0.0)
+    values.close()
+    stat = path.stat()
+    assert stat.st_size > 1 << 16
+    assert stat.st_blocks * 512 >= stat.st_size  # allocated, not sparse
+
+
+def test_a_full_disk_refuses_a_new_value_file_and_leaves_no_empty_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(OSError):
+        ReservedMmapedDict(str(tmp_path / "counter_1.db"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_refuses_to_grow_a_value_file_and_keeps_what_it_holds(tmp_path, monkeypatch):
+    values = ReservedMmapedDict(str(tmp_path / "counter_1.db"))
+    values.write_value("kept", 1.0, 0.0)
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(OSError):
+        for number in range(5000):
+            values.write_value(f"key-{number}", 1.0, 0.0)
+    assert values.read_value("kept") == (1.0, 0.0)
+    values.close()
+
+
+def test_a_metric_on_a_full_disk_is_dropped_without_raising(tmp_path, monkeypatch):
+    from app import metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    monkeypatch.setattr(prometheus_values, "ValueClass", prometheus_values.MultiProcessValue())
+    monkeypatch.setattr(prometheus_values, "MmapedDict", ReservedMmapedDict)
+    metrics._metrics.cache_clear()
+    try:
+        metrics.delivery_attempted("2xx")  # no exception, no SIGBUS
+    finally:
+        metrics._metrics.cache_clear()
+    assert list(tmp_path.glob("*.db")) == []

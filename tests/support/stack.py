@@ -51,6 +51,8 @@ class Stack:
     front_port: int = field(default_factory=free_port)
     delivery_processes: int = 2
     redis_server: RedisServer | None = None
+    # Settings on top of ``env`` for one process by name, e.g. a worker whose clock runs fast.
+    process_env: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _log_offsets: dict[str, int] = field(default_factory=dict)
 
@@ -147,7 +149,9 @@ class Stack:
             path = self.log_dir / f"{name}.log"
             # Readiness is read from what this start writes, not from an earlier run's lines.
             self._log_offsets[name] = path.stat().st_size if path.exists() else 0
-            self.processes[name] = start_process(command, env, path)
+            self.processes[name] = start_process(
+                command, {**env, **self.process_env.get(name, {})}, path
+            )
         self.wait_ready(names or tuple(self.commands()))
 
     def wait_ready(self, names: tuple[str, ...], timeout: float = 60) -> None:
