@@ -19,6 +19,7 @@ from app.api import (
     redirects,
     tenant,
 )
+from app.cooldown import Cooldown
 from app.db import make_engine, make_session_factory
 from app.errors import register_error_handlers
 from app.jobtypes import load_job_modules
@@ -36,6 +37,8 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
     load_job_modules(settings.job_modules)
 
     app = Flask(__name__)
+    # One per process: after any Redis call fails, every client here leaves Redis alone a while.
+    redis_cooldown = Cooldown()
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_TITLE="Boomerang",
@@ -55,10 +58,14 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
 
     if session_factory is None:
         # A producer only: the web sends tasks and wakes, and holds no worker resources.
-        session_factory = make_session_factory(make_engine(settings), Producer(settings).sender())
-        install_announcer(session_factory, Announcer(settings.redis_url))
+        producer = Producer(settings, cooldown=redis_cooldown)
+        session_factory = make_session_factory(make_engine(settings), producer.sender())
+        install_announcer(
+            session_factory,
+            Announcer(settings.redis_url, settings.redis_timeout_seconds, redis_cooldown),
+        )
     web.init_app(app, web.WebContext(settings, session_factory))
-    ratelimit.init_app(app, settings)
+    ratelimit.init_app(app, settings, redis_cooldown)
     security_headers.init_app(app)
     api_docs.init_app(app)  # before Api(app), which reads where Swagger UI's files are
     request_ids.init_app(app)

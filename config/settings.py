@@ -218,6 +218,14 @@ class Settings:
         "URL",
         "Redis used as the Celery broker. It only wakes workers; it holds no state.",
     )
+    redis_timeout_seconds: float = setting(
+        "BOOMERANG_REDIS_TIMEOUT_SECONDS",
+        "0.5",
+        _parse_positive_float,
+        "seconds",
+        "Connect and read timeout of every Redis call the web and stream processes make; a hung "
+        "Redis costs a request at most this, then the process leaves Redis alone for 5 s.",
+    )
     public_url: str = setting(
         "BOOMERANG_PUBLIC_URL",
         "http://127.0.0.1:8000",

@@ -20,11 +20,15 @@ from app import announce
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 1.0
+# A quiet subscription is pinged this often; one that hears nothing back for three times as long
+# is on a hung Redis (which keeps the connection open and answers nothing) and is made again.
+PING_SECONDS = 5.0
 
 
 class Hub:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, timeout_seconds: float = 0.5) -> None:
         self._redis_url = redis_url
+        self._timeout_seconds = timeout_seconds
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
 
@@ -53,6 +57,24 @@ class Hub:
                     if not waiters:
                         del self._waiters[key]
 
+    async def _relay(self, pubsub: aioredis.client.PubSub) -> None:
+        """Wake the waiters of each announcement until the subscription goes quiet for good."""
+        loop = asyncio.get_running_loop()
+        heard_at = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=PING_SECONDS)
+            if message is not None:
+                heard_at = loop.time()
+                if message.get("type") == "message":
+                    tenant_id, job_id = announce.parse(message["data"])
+                    self._wake(f"tenant:{tenant_id}")
+                    if job_id is not None:
+                        self._wake(f"job:{job_id}")
+            elif loop.time() - heard_at > 3 * PING_SECONDS:
+                raise TimeoutError("Redis answered nothing, not even a ping")
+            else:
+                await pubsub.ping()
+
     def _wake(self, key: str) -> None:
         for event in self._waiters.get(key, ()):
             event.set()
@@ -60,18 +82,12 @@ class Hub:
     async def _listen(self) -> None:
         while True:
             client = aioredis.Redis.from_url(
-                self._redis_url, socket_connect_timeout=2, health_check_interval=10
+                self._redis_url, socket_connect_timeout=self._timeout_seconds
             )
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(announce.CHANNEL)
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        tenant_id, job_id = announce.parse(message["data"])
-                        self._wake(f"tenant:{tenant_id}")
-                        if job_id is not None:
-                            self._wake(f"job:{job_id}")
+                    await self._relay(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception:

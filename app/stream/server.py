@@ -82,7 +82,7 @@ class StreamServer:
         self.settings = settings
         self.engine = engine or make_engine(settings, pool_size=5, max_overflow=5)
         self.reads = Reads(self.engine)
-        self.hub = Hub(settings.redis_url)
+        self.hub = Hub(settings.redis_url, settings.redis_timeout_seconds)
         self.tokens = StreamTokens(settings, lambda: Session(self.engine))
 
     # -- the application ---------------------------------------------------------------------
