@@ -21,6 +21,7 @@ from app.api import (
 )
 from app.cooldown import Cooldown
 from app.db import make_engine, make_session_factory
+from app.db_deadline import install_deadlines
 from app.errors import register_error_handlers
 from app.jobtypes import load_job_modules
 from app.queues import Producer
@@ -59,7 +60,12 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
     if session_factory is None:
         # A producer only: the web sends tasks and wakes, and holds no worker resources.
         producer = Producer(settings, cooldown=redis_cooldown)
-        session_factory = make_session_factory(make_engine(settings), producer.sender())
+        # A frozen Postgres must cost a request a bounded wait, then a 503.
+        install_deadlines(
+            settings.database_connect_timeout_seconds, settings.statement_timeout_seconds
+        )
+        engine = make_engine(settings, settings.statement_timeout_seconds)
+        session_factory = make_session_factory(engine, producer.sender())
         install_announcer(
             session_factory,
             Announcer(settings.redis_url, settings.redis_timeout_seconds, redis_cooldown),

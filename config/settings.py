@@ -211,6 +211,35 @@ class Settings:
         "URL",
         "Postgres database; created on `boomerang migrate` if missing.",
     )
+    database_connect_timeout_seconds: float = setting(
+        "BOOMERANG_DATABASE_CONNECT_TIMEOUT_SECONDS",
+        "2",
+        _parse_positive_float,
+        "seconds",
+        "Longest wait to connect to Postgres, and for a free connection in a process's pool.",
+    )
+    statement_timeout_seconds: float = setting(
+        "BOOMERANG_STATEMENT_TIMEOUT_SECONDS",
+        "5",
+        _parse_positive_float,
+        "seconds",
+        "Postgres statement_timeout of the web and stream processes.",
+    )
+    worker_statement_timeout_seconds: float = setting(
+        "BOOMERANG_WORKER_STATEMENT_TIMEOUT_SECONDS",
+        "60",
+        _parse_positive_float,
+        "seconds",
+        "Postgres statement_timeout of the workers.",
+    )
+    request_database_seconds: float = setting(
+        "BOOMERANG_REQUEST_DATABASE_SECONDS",
+        "4",
+        _parse_positive_float,
+        "seconds",
+        "Most one API request waits on Postgres in all (connects, pool, statements), checked "
+        "on the client so that a frozen server cannot outlast it; then the API answers 503.",
+    )
     redis_url: str = setting(
         "REDIS_URL",
         "redis://127.0.0.1:6379/0",

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.announce import Announcer, install_announcer
 from app.db import make_engine, make_session_factory
+from app.db_deadline import install_deadlines
 from app.jobtypes import load_job_modules
 from app.queues import PRUNE_TASK, SWEEP_TASK, Producer, Waker, make_celery
 from app.url_guard import announce_network_policy
@@ -118,7 +119,12 @@ def create_celery(settings: Settings | None = None) -> Celery:
     configure_worker(app, settings)
     load_job_modules(settings.job_modules)
     announce_network_policy(settings)
-    engine = make_engine(settings)
+    # Workers wait out a slow Postgres far longer than a request would, but not forever: a
+    # frozen server cannot enforce its own statement_timeout.
+    install_deadlines(
+        settings.database_connect_timeout_seconds, settings.worker_statement_timeout_seconds
+    )
+    engine = make_engine(settings, settings.worker_statement_timeout_seconds)
     producer = Producer(settings, app)
     session_factory = make_session_factory(engine, producer.sender())
     install_announcer(

@@ -13,11 +13,23 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.faults.conftest import Account, FaultStack, record_figures, tally, wait_until_received
+from tests.faults.conftest import (
+    FAULT_ENV,
+    Account,
+    FaultStack,
+    record_figures,
+    tally,
+    wait_until_received,
+)
+from tests.faults.test_faults import assert_nothing_left
+from tests.support.postgres_server import PostgresServer
+from tests.support.settings import database_name, worker_number
+from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.faults
 
 HANG_SECONDS = 10.0
+IN_FLIGHT = 20
 
 
 @dataclass
@@ -103,13 +115,16 @@ def run_hang(
     hang: Callable[[], None],
     unhang: Callable[[], None],
 ) -> tuple[list[Call], list[str], float]:
-    """Deliver a few jobs, freeze the part for HANG_SECONDS while calling the API, let it go and
-    wait for every accepted job's callback: the calls, the accepted job ids and the seconds from
-    letting go until the last callback arrived."""
+    """Deliver a few jobs, submit a burst and at once freeze the part for HANG_SECONDS while
+    calling the API, let it go and wait for every accepted job's callback: the calls, the
+    accepted job ids and the seconds from letting go until the last callback arrived."""
     url = receiver.url(path)
     stack.register(account, url)
     before = stack.submit(account, 10)
     wait_until_received(receiver, path, before, timeout=60)
+    # Caught mid-flight by the hang: jobs queued or running (each takes a while), deliveries
+    # leased or being sent.
+    before += stack.submit(account, IN_FLIGHT, job_type="sleep", input_={"seconds": 0.5})
     with hung(hang, unhang):
         calls = keep_calling(stack, account, HANG_SECONDS, before[0])
     let_go_at = time.monotonic()
@@ -188,3 +203,60 @@ def test_a_hung_redis_leaves_the_api_answering_and_loses_nothing(fault_stack, ac
     assert figures.bad_signatures == 0
     assert figures.unique == figures.submitted
     assert recover < 45
+
+
+@pytest.fixture
+def private_postgres(tmp_path):
+    """A Postgres server of this test's own, which it may freeze."""
+    server = PostgresServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack_on_private_postgres(worker_id, tmp_path, private_postgres):
+    """The fault stack, its database on ``private_postgres``."""
+    database = database_name("hung", worker_number(worker_id))
+    with running_stack(
+        database, tmp_path, FAULT_ENV, kind=FaultStack, postgres_url=private_postgres.url
+    ) as stack:
+        yield stack
+
+
+def test_a_hung_postgres_gets_503s_in_bounded_time_and_loses_nothing(
+    stack_on_private_postgres, private_postgres, receiver
+):
+    stack = stack_on_private_postgres
+    created = stack.create_tenant("faults")
+    account = Account(api_key=created["api_key"], signing_secret=created["signing_secret"])
+    calls, accepted, recover = run_hang(
+        stack, account, receiver, "/postgres-hung", private_postgres.hang, private_postgres.unhang
+    )
+    seen = report(
+        "Postgres hung (SIGSTOP) 10 s",
+        stack,
+        account,
+        receiver,
+        "/postgres-hung",
+        calls,
+        accepted,
+        recover,
+        bound=5.0,
+    )
+
+    assert_answered_within(calls, 5.0)
+    # The probe that does not touch Postgres answers throughout: no gunicorn worker is stuck.
+    assert {c.status for c in calls if c.path == "/healthz"} == {200}
+    unavailable = [c for c in calls if c.status == 503]
+    assert unavailable, "a frozen Postgres went unnoticed"
+    assert all(c.retry_after and c.is_json for c in unavailable)
+    assert {c.status for c in calls} <= {200, 202, 503}
+    figures = seen["figures"]
+    assert figures.lost == 0
+    assert figures.bad_signatures == 0
+    assert figures.unique == figures.submitted
+    assert recover < 60
+    # Nothing stays leased or unfinished once Postgres goes on.
+    assert_nothing_left(stack)
+    assert stack.sql("SELECT count(*) FROM job WHERE status <> 'succeeded'")[0][0] == 0
