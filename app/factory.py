@@ -21,7 +21,7 @@ from app.api import (
 )
 from app.cooldown import Cooldown
 from app.db import make_engine, make_session_factory
-from app.db_deadline import install_deadlines
+from app.db_deadline import WARY_SECONDS, install_deadlines
 from app.errors import register_error_handlers
 from app.jobtypes import load_job_modules
 from app.queues import Producer
@@ -62,7 +62,9 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
         producer = Producer(settings, cooldown=redis_cooldown)
         # A frozen Postgres must cost a request a bounded wait, then a 503.
         install_deadlines(
-            settings.database_connect_timeout_seconds, settings.statement_timeout_seconds
+            settings.database_connect_timeout_seconds,
+            settings.statement_timeout_seconds,
+            wary_seconds=WARY_SECONDS,
         )
         engine = make_engine(settings, settings.statement_timeout_seconds)
         session_factory = make_session_factory(engine, producer.sender())

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.clock import utcnow
 from app.db import make_engine
-from app.db_deadline import install_deadlines
+from app.db_deadline import WARY_SECONDS, install_deadlines
 from app.errors import error_body
 from app.events import JOB_FAILED, JOB_SUCCEEDED, render_body
 from app.models import Tenant
@@ -84,7 +84,9 @@ class StreamServer:
         if engine is None:
             # Reads run in threads; a frozen Postgres must not keep them forever.
             install_deadlines(
-                settings.database_connect_timeout_seconds, settings.statement_timeout_seconds
+                settings.database_connect_timeout_seconds,
+                settings.statement_timeout_seconds,
+                wary_seconds=WARY_SECONDS,
             )
             engine = make_engine(
                 settings, settings.statement_timeout_seconds, pool_size=5, max_overflow=5
