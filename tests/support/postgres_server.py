@@ -25,6 +25,20 @@ from tests.support.processes import free_port, stop_process
 SERVER_USER = "postgres"
 
 
+def server_program(name: str) -> str:
+    """``initdb`` or ``postgres``: from the PATH, else from Debian's versioned directories."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    if not candidates:
+        raise RuntimeError(f"{name} not found: install the PostgreSQL server")
+    return str(candidates[-1])
+
+
 def _as_server_user() -> dict[str, Any]:
     """Popen arguments that drop root to the server user; none for anyone else."""
     if os.geteuid() != 0:
@@ -56,9 +70,9 @@ class PostgresServer:
             os.chown(home, drop["user"], drop["group"])
         log_path = self.log_dir / "postgres.log"
         with open(log_path, "ab") as log:
-            initdb = ["initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust"]
+            initdb = [server_program("initdb"), "-D", str(self.data_dir), "-U", "postgres"]
             subprocess.run(
-                [*initdb, "-E", "UTF8", "--no-sync"],
+                [*initdb, "--auth=trust", "-E", "UTF8", "--no-sync"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 check=True,
@@ -66,7 +80,7 @@ class PostgresServer:
                 cwd=home,
                 **drop,
             )
-            command = ["postgres", "-D", str(self.data_dir), "-p", str(self.port)]
+            command = [server_program("postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
             command += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={home}"]
             # A scratch server: durability would only slow the tests down.
             command += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
