@@ -15,30 +15,35 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.cooldown import Cooldown, quick_redis
 from app.db import after_commit
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "boomerang:events"
 _INFO_KEY = "boomerang.announcer"
-# A request or a job's commit must not wait long on Redis for a courtesy.
-REDIS_TIMEOUT_SECONDS = 0.5
 
 
 class Announcer:
-    """Publishes ``"<tenant_id> <job_id or ->"`` on CHANNEL."""
+    """Publishes ``"<tenant_id> <job_id or ->"`` on CHANNEL.
 
-    def __init__(self, redis_url: str) -> None:
-        self._redis = redis.Redis.from_url(
-            redis_url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        )
+    A request or a job's commit must not wait long on Redis for a courtesy: each publish gives up
+    after ``timeout_seconds``, and none is tried while ``cooldown`` rests after a failure.
+    """
+
+    def __init__(
+        self, redis_url: str, timeout_seconds: float = 0.5, cooldown: Cooldown | None = None
+    ) -> None:
+        self._redis = quick_redis(redis_url, timeout_seconds)
+        self._cooldown = cooldown or Cooldown()
 
     def __call__(self, tenant_id: uuid.UUID, job_id: uuid.UUID | None) -> None:
+        if self._cooldown.resting:
+            return
         try:
             self._redis.publish(CHANNEL, f"{tenant_id} {job_id or '-'}")
         except redis.RedisError:
+            self._cooldown.failed("announce")
             log.debug("could not announce an event; waiters will find it on their next look")
 
 

@@ -39,13 +39,27 @@ _PENDING_CALLS = "boomerang.after_commit"
 _SENDER = "boomerang.task_sender"
 
 
-def make_engine(settings: Settings, **kwargs: Any) -> Engine:
-    """An engine for the configured database; pre-ping drops connections Postgres closed."""
+def make_engine(
+    settings: Settings, statement_timeout_seconds: float | None = None, **kwargs: Any
+) -> Engine:
+    """An engine for the configured database; pre-ping drops connections Postgres closed.
+
+    Connects and pool checkouts give up after ``BOOMERANG_DATABASE_CONNECT_TIMEOUT_SECONDS``;
+    a process that serves requests or runs work also sets its statement_timeout.
+    """
     url = make_url(settings.database_url).set(drivername="postgresql+psycopg2")
+    connect_args: dict[str, Any] = {
+        "connect_timeout": max(1, round(settings.database_connect_timeout_seconds))
+    }
+    if statement_timeout_seconds is not None:
+        milliseconds = round(statement_timeout_seconds * 1000)
+        connect_args["options"] = f"-c statement_timeout={milliseconds}"
     options: dict[str, Any] = {
         "pool_pre_ping": True,
         "pool_size": 10,
         "max_overflow": 20,
+        "pool_timeout": settings.database_connect_timeout_seconds,
+        "connect_args": connect_args,
         # A failed statement's parameters (a callback's headers, a receiver's answer) must not
         # end up in a logged exception.
         "hide_parameters": True,

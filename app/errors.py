@@ -82,6 +82,7 @@ def error_response(
 def register_error_handlers(app: Flask) -> None:
     """Route ApiError, HTTP exceptions and anything unexpected through ``error_body``."""
     from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
     from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(ApiError)
@@ -105,17 +106,29 @@ def register_error_handlers(app: Flask) -> None:
     def handle_database_error(exc: DBAPIError):
         if exc.connection_invalidated or isinstance(exc.orig, _operational_errors()):
             log.warning("database unavailable: %s", type(exc.orig).__name__)
-            return error_response(
-                503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
-            )
+            return database_unavailable()
         log.exception("database error")
         return error_response(500, "Internal server error.")
+
+    @app.errorhandler(PoolTimeout)
+    def handle_pool_timeout(_exc: PoolTimeout):
+        # Every pooled connection is busy, most likely each waiting on a Postgres that does not
+        # answer: the same outage, seen from the pool.
+        log.warning("database unavailable: no free connection in the pool")
+        return database_unavailable()
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):
         # Never leak exception text or a trace: it may hold SQL, secrets or paths.
         log.exception("unhandled error")
         return error_response(500, "Internal server error.")
+
+
+def database_unavailable() -> Response:
+    """The 503 for a database that is down or does not answer in time."""
+    return error_response(
+        503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
+    )
 
 
 def _operational_errors() -> tuple[type[BaseException], ...]:

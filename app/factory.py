@@ -20,7 +20,9 @@ from app.api import (
     tenant,
 )
 from app.clock import follow_database
+from app.cooldown import Cooldown
 from app.db import make_engine, make_session_factory
+from app.db_deadline import WARY_SECONDS, install_deadlines
 from app.errors import register_error_handlers
 from app.jobtypes import load_job_modules
 from app.queues import Producer
@@ -37,6 +39,8 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
     load_job_modules(settings.job_modules)
 
     app = Flask(__name__)
+    # One per process: after any Redis call fails, every client here leaves Redis alone a while.
+    redis_cooldown = Cooldown()
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_TITLE="Boomerang",
@@ -56,13 +60,23 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
 
     if session_factory is None:
         # A producer only: the web sends tasks and wakes, and holds no worker resources.
-        engine = make_engine(settings)
-        session_factory = make_session_factory(engine, Producer(settings).sender())
-        install_announcer(session_factory, Announcer(settings.redis_url))
+        producer = Producer(settings, cooldown=redis_cooldown)
+        # A frozen Postgres must cost a request a bounded wait, then a 503.
+        install_deadlines(
+            settings.database_connect_timeout_seconds,
+            settings.statement_timeout_seconds,
+            wary_seconds=WARY_SECONDS,
+        )
+        engine = make_engine(settings, settings.statement_timeout_seconds)
+        session_factory = make_session_factory(engine, producer.sender())
+        install_announcer(
+            session_factory,
+            Announcer(settings.redis_url, settings.redis_timeout_seconds, redis_cooldown),
+        )
         # New deliveries are due "now": Postgres' now, which the workers compare against.
         follow_database(engine, settings.clock_skew_seconds)
     web.init_app(app, web.WebContext(settings, session_factory))
-    ratelimit.init_app(app, settings)
+    ratelimit.init_app(app, settings, redis_cooldown)
     security_headers.init_app(app)
     api_docs.init_app(app)  # before Api(app), which reads where Swagger UI's files are
     request_ids.init_app(app)

@@ -20,6 +20,10 @@ of work that means "a drain is running or about to":
 
 A drain that finds more due work than it can take asks for help: one extra wake per second at
 most, so idle processes on other machines join in while a burst lasts.
+
+A hung Redis must not hang a request: every publish and wake gives up after
+``BOOMERANG_REDIS_TIMEOUT_SECONDS``, and after a failure the process's ``Cooldown`` skips wakes
+for a few seconds. A skipped wake costs a delay, never a job: the sweep finds the work in Postgres.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from celery import Celery
 from kombu import Queue
 from sqlalchemy.orm import Session
 
+from app.cooldown import Cooldown, quick_redis
 from app.db import TaskCall, TaskSender, enqueue_after_commit
 from config.settings import Settings
 
@@ -80,9 +85,16 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
+        # A hung broker accepts connections and never answers: without a socket timeout a
+        # publish waits forever. The worker raises these for its long-lived consumer.
+        broker_transport_options={
+            "socket_timeout": settings.redis_timeout_seconds,
+            "socket_connect_timeout": settings.redis_timeout_seconds,
+        },
+        broker_connection_timeout=settings.redis_timeout_seconds,
         # A failed publish after commit is not fatal (the sweep re-enqueues), so do not block the
-        # request for long retrying it.
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        # request retrying it: one more try, at once, in case a pooled connection had gone stale.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0},
     )
     return app
 
@@ -96,11 +108,17 @@ def send_wake(app: Celery, task: str) -> Callable[[], None]:
     return send
 
 
-def task_sender(app: Celery, wakers: Mapping[str, Waker]) -> TaskSender:
+def task_sender(
+    app: Celery, wakers: Mapping[str, Waker], cooldown: Cooldown | None = None
+) -> TaskSender:
     """A sender for after-commit tasks. A broker outage must not fail a committed request:
     Postgres already holds the work and the sweep will wake a worker for it."""
+    cooldown = cooldown or Cooldown()
 
     def send(calls: Sequence[TaskCall]) -> None:
+        if cooldown.resting:
+            log.debug("Redis is resting; %d task(s) left to the sweep", len(calls))
+            return
         try:
             # One coalesced wake per kind, however many jobs or deliveries were made due.
             for name in dict.fromkeys(call.name for call in calls if call.name in wakers):
@@ -113,6 +131,7 @@ def task_sender(app: Celery, wakers: Mapping[str, Waker]) -> TaskSender:
                             call.name, args=call.args, queue=call.queue, producer=producer
                         )
         except Exception:
+            cooldown.failed("enqueue")
             log.warning(
                 "could not enqueue %d task(s); the sweep will pick them up",
                 len(calls),
@@ -148,17 +167,31 @@ class Waker:
     broker."""
 
     def __init__(
-        self, redis_url: str, send: Callable[[], None], keys: WakeKeys = DELIVERY_WAKE
+        self,
+        redis_url: str,
+        send: Callable[[], None],
+        keys: WakeKeys = DELIVERY_WAKE,
+        *,
+        timeout_seconds: float = 0.5,
+        cooldown: Cooldown | None = None,
     ) -> None:
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = quick_redis(redis_url, timeout_seconds)
         self._send = send
         self.keys = keys
+        self.cooldown = cooldown or Cooldown()
 
     def wake(self) -> bool:
-        """Wake a worker unless one is draining already; True if a wake was sent."""
+        """Wake a worker unless one is draining already, or Redis is failing; True if a wake
+        was sent."""
+        if self.cooldown.resting:
+            return False  # the sweep wakes a worker once Redis answers
         try:
             if not self._redis.set(self.keys.draining, "1", nx=True, ex=WAKE_TTL_SECONDS):
                 return False
+        except (redis.ConnectionError, redis.TimeoutError):
+            # The broker is this same Redis: a send now would only wait out another timeout.
+            self.cooldown.failed("wake")
+            return False
         except redis.RedisError:
             log.warning("could not coordinate a wake; sending one anyway", exc_info=True)
         self._send()
@@ -166,6 +199,8 @@ class Waker:
 
     def ask_for_help(self) -> bool:
         """Wake one more process, at most once a second however many drains ask."""
+        if self.cooldown.resting:
+            return False
         try:
             if not self._redis.set(self.keys.help, "1", nx=True, px=HELP_INTERVAL_MS):
                 return False
@@ -192,13 +227,30 @@ class Waker:
 
 
 class Producer:
-    """What a process that only sends needs: a Celery app for publishing, and the wakes."""
+    """What a process that only sends needs: a Celery app for publishing, and the wakes, all
+    resting together after a Redis failure."""
 
-    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+    def __init__(
+        self, settings: Settings, app: Celery | None = None, cooldown: Cooldown | None = None
+    ) -> None:
         self.app = app or make_celery(settings)
-        self.deliveries = Waker(settings.redis_url, send_wake(self.app, DELIVER_TASK))
-        self.jobs = Waker(settings.redis_url, send_wake(self.app, RUN_JOBS_TASK), JOB_WAKE)
+        self.cooldown = cooldown or Cooldown()
+        timeout = settings.redis_timeout_seconds
+        self.deliveries = Waker(
+            settings.redis_url,
+            send_wake(self.app, DELIVER_TASK),
+            timeout_seconds=timeout,
+            cooldown=self.cooldown,
+        )
+        self.jobs = Waker(
+            settings.redis_url,
+            send_wake(self.app, RUN_JOBS_TASK),
+            JOB_WAKE,
+            timeout_seconds=timeout,
+            cooldown=self.cooldown,
+        )
 
     def sender(self) -> TaskSender:
         """The after-commit sender for this producer's sessions."""
-        return task_sender(self.app, {DELIVER_TASK: self.deliveries, RUN_JOBS_TASK: self.jobs})
+        wakers = {DELIVER_TASK: self.deliveries, RUN_JOBS_TASK: self.jobs}
+        return task_sender(self.app, wakers, self.cooldown)

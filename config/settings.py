@@ -219,12 +219,49 @@ class Settings:
         "URL",
         "Postgres database; created on `boomerang migrate` if missing.",
     )
+    database_connect_timeout_seconds: float = setting(
+        "BOOMERANG_DATABASE_CONNECT_TIMEOUT_SECONDS",
+        "2",
+        _parse_positive_float,
+        "seconds",
+        "Longest wait to connect to Postgres, and for a free connection in a process's pool.",
+    )
+    statement_timeout_seconds: float = setting(
+        "BOOMERANG_STATEMENT_TIMEOUT_SECONDS",
+        "5",
+        _parse_positive_float,
+        "seconds",
+        "Postgres statement_timeout of the web and stream processes.",
+    )
+    worker_statement_timeout_seconds: float = setting(
+        "BOOMERANG_WORKER_STATEMENT_TIMEOUT_SECONDS",
+        "60",
+        _parse_positive_float,
+        "seconds",
+        "Postgres statement_timeout of the workers.",
+    )
+    request_database_seconds: float = setting(
+        "BOOMERANG_REQUEST_DATABASE_SECONDS",
+        "4",
+        _parse_positive_float,
+        "seconds",
+        "Most one API request waits on Postgres in all (connects, pool, statements), checked "
+        "on the client so that a frozen server cannot outlast it; then the API answers 503.",
+    )
     redis_url: str = setting(
         "REDIS_URL",
         "redis://127.0.0.1:6379/0",
         _parse_url({"redis", "rediss"}),
         "URL",
         "Redis used as the Celery broker. It only wakes workers; it holds no state.",
+    )
+    redis_timeout_seconds: float = setting(
+        "BOOMERANG_REDIS_TIMEOUT_SECONDS",
+        "0.5",
+        _parse_positive_float,
+        "seconds",
+        "Connect and read timeout of every Redis call the web and stream processes make; a hung "
+        "Redis costs a request at most this, then the process leaves Redis alone for 5 s.",
     )
     public_url: str = setting(
         "BOOMERANG_PUBLIC_URL",

@@ -36,8 +36,17 @@ def test_help_is_asked_for_at_most_once_per_interval(wakes):
     assert sent == ["wake"]
 
 
-def test_without_redis_a_wake_is_sent_anyway():
+def test_without_redis_a_wake_is_left_to_the_sweep_and_redis_rests():
     sent: list[str] = []
     waker = Waker("redis://127.0.0.1:1/0", lambda: sent.append("wake"))
-    assert waker.wake() is True
-    assert sent == ["wake"]
+    assert waker.wake() is False
+    assert sent == []
+    assert waker.cooldown.resting
+
+
+def test_a_resting_waker_does_not_ask_redis(wakes):
+    waker, sent = wakes
+    waker.cooldown.failed("test")
+    assert waker.wake() is False
+    assert waker.ask_for_help() is False
+    assert sent == []

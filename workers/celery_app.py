@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.announce import Announcer, install_announcer
 from app.clock import follow_database
 from app.db import make_engine, make_session_factory
+from app.db_deadline import install_deadlines
 from app.jobtypes import load_job_modules
 from app.queues import PRUNE_TASK, SWEEP_TASK, Producer, Waker, make_celery
 from app.url_guard import announce_network_policy
@@ -22,6 +23,10 @@ from config.settings import Settings
 from workers.delivery.drain import Dispatcher
 from workers.delivery.http import OutboundClient
 from workers.running import JobDrain
+
+# Longer than the web's: a worker waits out a slow Redis rather than give up on its consumer, yet
+# notices a hung one within seconds.
+WORKER_REDIS_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -70,7 +75,19 @@ def configure_worker(app: Celery, settings: Settings) -> None:
         worker_prefetch_multiplier=1,
         # Messages unacked this long go back to the queue (Redis transport). Longer than any
         # legitimate task; the lease in Postgres stops a redelivered message from running twice.
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={
+            "visibility_timeout": 3600,
+            # A hung Redis keeps the connection open and answers nothing. The consumer's BRPOP
+            # polls every second, so a reply overdue by the health-check interval means the
+            # connection is dead: kombu drops it and the worker reconnects on its own.
+            "socket_timeout": WORKER_REDIS_TIMEOUT_SECONDS,
+            "socket_connect_timeout": WORKER_REDIS_TIMEOUT_SECONDS,
+            "health_check_interval": WORKER_REDIS_TIMEOUT_SECONDS,
+        },
+        broker_connection_timeout=WORKER_REDIS_TIMEOUT_SECONDS,
+        # Keep reconnecting for as long as Redis is away: Postgres holds the work meanwhile.
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
         # On a lost broker connection, stop late-ack tasks: their messages are redelivered and the
         # Postgres lease keeps the redelivery from running alongside.
         worker_cancel_long_running_tasks_on_connection_loss=False,
@@ -103,10 +120,18 @@ def create_celery(settings: Settings | None = None) -> Celery:
     configure_worker(app, settings)
     load_job_modules(settings.job_modules)
     announce_network_policy(settings)
-    engine = make_engine(settings)
+    # Workers wait out a slow Postgres far longer than a request would, but not forever: a
+    # frozen server cannot enforce its own statement_timeout.
+    install_deadlines(
+        settings.database_connect_timeout_seconds, settings.worker_statement_timeout_seconds
+    )
+    engine = make_engine(settings, settings.worker_statement_timeout_seconds)
     producer = Producer(settings, app)
     session_factory = make_session_factory(engine, producer.sender())
-    install_announcer(session_factory, Announcer(settings.redis_url))
+    install_announcer(
+        session_factory,
+        Announcer(settings.redis_url, settings.redis_timeout_seconds, producer.cooldown),
+    )
     app.boomerang = WorkerContext(  # type: ignore[attr-defined]
         settings=settings,
         engine=engine,

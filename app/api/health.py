@@ -6,6 +6,7 @@ import redis
 from sqlalchemy import text
 
 from app.api import Blueprint
+from app.cooldown import quick_redis
 from app.web import db, settings
 
 blp = Blueprint("health", __name__, description="Probes for load balancers and orchestrators.")
@@ -41,7 +42,8 @@ def _check_postgres() -> str:
 
 
 def _check_redis() -> str:
-    client = redis.Redis.from_url(settings().redis_url, socket_connect_timeout=1, socket_timeout=1)
+    # A hung Redis answers nothing: the probe must say 503 rather than hang with it.
+    client = quick_redis(settings().redis_url, settings().redis_timeout_seconds)
     try:
         client.ping()
         return "ok"

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 1.0
 JOB_PREFIX = "job:"
+# A quiet subscription is pinged this often; one that hears nothing back for three times as long
+# is on a hung Redis (which keeps the connection open and answers nothing) and is made again.
+PING_SECONDS = 5.0
 
 # Job id -> a digest of what a waiter on it could see change (its state and its events).
 Fingerprints = Callable[[list[str]], dict[str, str]]
@@ -33,11 +36,17 @@ Fingerprints = Callable[[list[str]], dict[str, str]]
 
 class Hub:
     def __init__(
-        self, redis_url: str, fingerprints: Fingerprints, recheck_seconds: float = 5.0
+        self,
+        redis_url: str,
+        fingerprints: Fingerprints,
+        recheck_seconds: float = 5.0,
+        *,
+        timeout_seconds: float = 0.5,
     ) -> None:
         self._redis_url = redis_url
         self._fingerprints = fingerprints
         self._recheck_seconds = recheck_seconds
+        self._timeout_seconds = timeout_seconds
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -67,6 +76,24 @@ class Hub:
                     if not waiters:
                         del self._waiters[key]
 
+    async def _relay(self, pubsub: aioredis.client.PubSub) -> None:
+        """Wake the waiters of each announcement until the subscription goes quiet for good."""
+        loop = asyncio.get_running_loop()
+        heard_at = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=PING_SECONDS)
+            if message is not None:
+                heard_at = loop.time()
+                if message.get("type") == "message":
+                    tenant_id, job_id = announce.parse(message["data"])
+                    self._wake(f"tenant:{tenant_id}")
+                    if job_id is not None:
+                        self._wake(f"job:{job_id}")
+            elif loop.time() - heard_at > 3 * PING_SECONDS:
+                raise TimeoutError("Redis answered nothing, not even a ping")
+            else:
+                await pubsub.ping()
+
     def _wake(self, key: str) -> None:
         for event in self._waiters.get(key, ()):
             event.set()
@@ -74,18 +101,12 @@ class Hub:
     async def _listen(self) -> None:
         while True:
             client = aioredis.Redis.from_url(
-                self._redis_url, socket_connect_timeout=2, health_check_interval=10
+                self._redis_url, socket_connect_timeout=self._timeout_seconds
             )
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(announce.CHANNEL)
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        tenant_id, job_id = announce.parse(message["data"])
-                        self._wake(f"tenant:{tenant_id}")
-                        if job_id is not None:
-                            self._wake(f"job:{job_id}")
+                    await self._relay(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.clock import utcnow
 from app.db import make_engine
+from app.db_deadline import WARY_SECONDS, install_deadlines
 from app.errors import error_body
 from app.events import JOB_FAILED, JOB_SUCCEEDED, render_body
 from app.models import Tenant
@@ -83,9 +84,24 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
 class StreamServer:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or make_engine(settings, pool_size=5, max_overflow=5)
+        if engine is None:
+            # Reads run in threads; a frozen Postgres must not keep them forever.
+            install_deadlines(
+                settings.database_connect_timeout_seconds,
+                settings.statement_timeout_seconds,
+                wary_seconds=WARY_SECONDS,
+            )
+            engine = make_engine(
+                settings, settings.statement_timeout_seconds, pool_size=5, max_overflow=5
+            )
+        self.engine = engine
         self.reads = Reads(self.engine)
-        self.hub = Hub(settings.redis_url, self.reads.job_fingerprints, HUB_RECHECK_SECONDS)
+        self.hub = Hub(
+            settings.redis_url,
+            self.reads.job_fingerprints,
+            HUB_RECHECK_SECONDS,
+            timeout_seconds=settings.redis_timeout_seconds,
+        )
         self.tokens = StreamTokens(settings, lambda: Session(self.engine))
 
     # -- the application ---------------------------------------------------------------------

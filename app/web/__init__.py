@@ -11,6 +11,7 @@ from flask import Flask, current_app, g, request
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app.db_deadline import end_request_deadline, start_request_deadline
 from app.errors import ApiError
 from app.logs import add_log_context
 from app.models import Tenant
@@ -54,6 +55,20 @@ def init_app(app: Flask, context: WebContext) -> None:
             raise RequestEntityTooLarge()
         if request.content_length is None and is_chunked(request.headers):
             buffer_chunked_body(request.environ, context.settings.max_request_bytes)
+
+    @app.before_request
+    def start_database_deadline() -> None:
+        # However many statements, reconnects and pre-pings the request makes, it waits on
+        # Postgres this long in all; a frozen server then gets the request a 503, not a hang.
+        g.database_deadline = start_request_deadline(context.settings.request_database_seconds)
+
+    # Flask runs app-context teardowns last registered first: this one runs after the session
+    # below is closed, so that closing is bounded by the deadline too.
+    @app.teardown_appcontext
+    def end_database_deadline(_exc: BaseException | None) -> None:
+        token = g.pop("database_deadline", None)
+        if token is not None:
+            end_request_deadline(token)
 
     @app.teardown_appcontext
     def close_session(_exc: BaseException | None) -> None:

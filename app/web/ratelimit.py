@@ -4,9 +4,10 @@ The counting is the ``limits`` library's fixed window (one Lua call per request,
 flask-limiter makes), used directly: the Flask extension's own bookkeeping per request cost more
 CPU than the count itself.
 
-While Redis cannot be reached, the limit falls back to counting in this process's memory for a
-while (``FALLBACK_SECONDS``) rather than failing or stalling every request: Redis only wakes
-workers, and the API keeps answering with a limit that is per process instead of shared.
+While Redis cannot be reached or does not answer within ``BOOMERANG_REDIS_TIMEOUT_SECONDS``,
+the limit falls back to counting in this process's memory while the process's Redis cooldown
+rests (a few seconds) rather than failing or stalling every request: Redis only wakes workers,
+and the API keeps answering with a limit that is per process instead of shared.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from app.cooldown import Cooldown
 from app.errors import error_response
 from app.web import Unauthorized, current_tenant, is_api_path
 from config.settings import Settings
@@ -28,10 +32,6 @@ from config.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "boomerang-rate"
-# After Redis fails, count in memory this long before asking Redis again.
-FALLBACK_SECONDS = 5.0
-# A hung Redis must not hang the API: give up on it quickly.
-REDIS_TIMEOUT_SECONDS = 0.25
 
 
 def is_api_request() -> bool:
@@ -63,20 +63,23 @@ def rate_limit_key() -> str:
 class TenantRateLimit:
     """One limit for every API request of a tenant, shared through Redis."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, cooldown: Cooldown | None = None) -> None:
         self.limit: RateLimitItem = parse(settings.rate_limit)
+        # A hung Redis must not hang the API: give up on it quickly, and without redis-py's
+        # retries, which would multiply the timeout.
         self.shared = FixedWindowRateLimiter(
             RedisStorage(
                 settings.redis_url,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_timeout=settings.redis_timeout_seconds,
+                socket_connect_timeout=settings.redis_timeout_seconds,
+                retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]  # passed on to redis-py
             )
         )
         self.local = FixedWindowRateLimiter(MemoryStorage())
-        self.shared_again_at = 0.0
+        self.cooldown = cooldown or Cooldown()
 
     def _limiter(self) -> FixedWindowRateLimiter:
-        return self.shared if time.monotonic() >= self.shared_again_at else self.local
+        return self.local if self.cooldown.resting else self.shared
 
     def hit(self, key: str) -> bool:
         """Count one request for ``key``; False when it is over the limit."""
@@ -87,7 +90,7 @@ class TenantRateLimit:
             if limiter is self.local:
                 raise
             log.warning("rate limit: Redis unavailable, counting in memory for a while")
-            self.shared_again_at = time.monotonic() + FALLBACK_SECONDS
+            self.cooldown.failed("rate limit")
             return self.local.hit(self.limit, KEY_PREFIX, key)
 
     def seconds_until_reset(self, key: str) -> int:
@@ -99,9 +102,9 @@ class TenantRateLimit:
         return max(1, math.ceil(reset_at - time.time()))
 
 
-def init_app(app: Flask, settings: Settings) -> TenantRateLimit:
+def init_app(app: Flask, settings: Settings, cooldown: Cooldown | None = None) -> TenantRateLimit:
     """Limit every /v1 request to ``settings.rate_limit`` per tenant; 429 with Retry-After."""
-    rate_limit = TenantRateLimit(settings)
+    rate_limit = TenantRateLimit(settings, cooldown)
 
     @app.before_request
     def check_rate_limit() -> Response | None:

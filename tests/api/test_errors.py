@@ -6,8 +6,10 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import select, text
 
+from app.db_deadline import DatabaseTimeout
 from app.models import ApiKey
 from app.web import db
 from tests.conftest import error_fields
@@ -235,6 +237,26 @@ def test_a_database_error_is_a_500_that_leaks_no_sql(app, client):
     body = assert_error_shape(response, 500)
     assert body["message"] == "Internal server error."
     assert "no_such_table" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlalchemy.exc.TimeoutError("QueuePool limit reached"),
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, DatabaseTimeout("no answer in time")),
+    ],
+)
+def test_a_database_that_does_not_answer_in_time_is_a_503_with_retry_after(app, client, error):
+    def stuck():
+        raise error
+
+    app.add_url_rule("/v1/stuck", "stuck", stuck)
+
+    response = client.get("/v1/stuck")
+
+    body = assert_error_shape(response, 503)
+    assert "database" in body["message"]
+    assert int(response.headers["Retry-After"]) > 0
 
 
 def test_the_session_recovers_after_a_failed_request(app, client, auth):

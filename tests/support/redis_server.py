@@ -3,6 +3,8 @@ else's queues."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -49,6 +51,16 @@ class RedisServer:
         """Stop and start again: with persistence off, every queued message is gone."""
         self.stop()
         self.start()
+
+    def hang(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and nothing answers, as on a stuck host."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def unhang(self) -> None:
+        """Let a frozen server go on (SIGCONT), with everything it held."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
 
     def flushall(self) -> None:
         """Empty every database."""

@@ -231,12 +231,14 @@ def running_stack(
     redis_db: int | None = None,
     delivery_processes: int = 2,
     kind: type[Stack] = Stack,
+    postgres_url: str = PG_ROOT,
 ) -> Iterator[Stack]:
     """The whole service on ``database``, freshly migrated, until the block ends.
 
     Redis is a private redis-server unless ``redis_db`` names a database of TEST_REDIS_URL's
     server, which is flushed first. ``env`` is the settings on top of the database and Redis;
-    ``kind`` may be a Stack subclass with helpers of its own.
+    ``kind`` may be a Stack subclass with helpers of its own. ``postgres_url`` is the Postgres
+    server (TEST_POSTGRES_URL's unless a test brings a private one).
     """
     redis_server = None
     if redis_db is None:
@@ -250,9 +252,10 @@ def running_stack(
         client.close()
     try:
         boomerang_env = {k: v for k, v in env.items() if k.startswith("BOOMERANG_")}
-        recreate_database(make_settings(database, 0, **boomerang_env))
+        database_url = f"{postgres_url}/{database}"
+        recreate_database(make_settings(database, 0, **boomerang_env, DATABASE_URL=database_url))
         stack = kind(
-            env={**env, "DATABASE_URL": f"{PG_ROOT}/{database}", "REDIS_URL": redis_url},
+            env={**env, "DATABASE_URL": database_url, "REDIS_URL": redis_url},
             log_dir=log_dir,
             delivery_processes=delivery_processes,
             redis_server=redis_server,

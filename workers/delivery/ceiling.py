@@ -18,13 +18,13 @@ from collections.abc import Sequence
 
 import redis
 
+from app.cooldown import quick_redis
 from config.settings import Settings
 from workers.delivery.store import ClaimedDelivery
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "boomerang:tenant-attempts"
-REDIS_TIMEOUT_SECONDS = 0.25
 # After Redis fails, skip the ceiling this long before asking Redis again.
 SKIP_AFTER_FAILURE_SECONDS = 5.0
 
@@ -34,11 +34,8 @@ class TenantCeiling:
 
     def __init__(self, settings: Settings) -> None:
         self.per_second = settings.tenant_attempts_per_second
-        self._redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        )
+        # A hung Redis costs one claim this timeout, not a stalled drain.
+        self._redis = quick_redis(settings.redis_url, settings.redis_timeout_seconds)
         self._skip_until = 0.0
 
     def admit(

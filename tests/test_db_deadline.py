@@ -1,0 +1,70 @@
+import socket
+import time
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from app.db_deadline import DatabaseTimeout, make_wait_callback, request_deadline
+from tests.support.settings import PG_ROOT
+
+
+@pytest.fixture
+def deadlines():
+    """Waits for Postgres bounded to 0.5 s to connect and 1 s (plus grace) per statement."""
+    psycopg2.extensions.set_wait_callback(make_wait_callback(0.5, 1.0))
+    yield
+    psycopg2.extensions.set_wait_callback(None)
+
+
+def test_a_connect_to_a_server_that_never_answers_gives_up_at_the_connect_deadline(deadlines):
+    # A listening socket nobody accepts from: the connect completes and no answer ever comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        with pytest.raises(DatabaseTimeout):
+            psycopg2.connect(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x")
+        assert time.monotonic() - started < 1.5
+
+
+def test_a_statement_gives_up_at_the_request_deadline_and_its_connection_is_closed(deadlines):
+    conn = psycopg2.connect(f"{PG_ROOT}/postgres")
+    started = time.monotonic()
+    with request_deadline(0.3), pytest.raises(DatabaseTimeout):
+        conn.cursor().execute("SELECT pg_sleep(5)")
+    assert time.monotonic() - started < 1.0
+    assert conn.closed
+
+
+def test_a_statement_within_its_deadline_answers(deadlines):
+    conn = psycopg2.connect(f"{PG_ROOT}/postgres")
+    with request_deadline(2.0):
+        cursor = conn.cursor()
+        cursor.execute("SELECT 41 + 1")
+        assert cursor.fetchone() == (42,)
+    conn.close()
+
+
+def test_after_a_wait_gave_up_the_next_waits_are_short_until_one_succeeds():
+    psycopg2.extensions.set_wait_callback(make_wait_callback(2.0, 3.0, wary_seconds=0.2))
+    try:
+        first = psycopg2.connect(f"{PG_ROOT}/postgres")
+        with request_deadline(0.3), pytest.raises(DatabaseTimeout):
+            first.cursor().execute("SELECT pg_sleep(5)")
+
+        # Wary now: a server that never answers is given up on at once, not after 2 s.
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            started = time.monotonic()
+            with pytest.raises(DatabaseTimeout):
+                psycopg2.connect(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x")
+            assert time.monotonic() - started < 1.0
+
+        # A server that answers ends the wariness: waits are their usual length again.
+        again = psycopg2.connect(f"{PG_ROOT}/postgres")
+        again.cursor().execute("SELECT pg_sleep(0.5)")
+        again.close()
+    finally:
+        psycopg2.extensions.set_wait_callback(None)
