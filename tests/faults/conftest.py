@@ -19,7 +19,7 @@ from tests.support import REPO
 from tests.support.settings import database_name, worker_number
 from tests.support.stack import Stack, running_stack
 
-FIGURES_FILE = Path(os.environ.get("BOOMERANG_FAULT_FIGURES", REPO / "artifacts" / "faults.jsonl"))
+FIGURES_FILE = Path(os.environ.get("TEST_FAULT_FIGURES", REPO / "artifacts" / "faults.jsonl"))
 
 # Short schedules so a fault heals in seconds: 14 retries over about 40 s.
 FAULT_ENV = {
