@@ -3,7 +3,7 @@
 statement_timeout is enforced by the server: a Postgres that is stopped, paging or cut off by a
 partition enforces nothing, the socket stays open, and a blocking libpq call waits forever. So
 the processes that serve requests and run work install a psycopg2 wait callback: libpq runs
-non-blocking and every wait is a ``select()`` that gives up at a deadline. Giving up raises
+non-blocking and every wait is a ``poll()`` that gives up at a deadline. Giving up raises
 ``DatabaseTimeout`` (an ``OperationalError``); psycopg2 then closes the connection and
 SQLAlchemy drops it from the pool, so nothing waits on it again.
 
@@ -82,11 +82,20 @@ class DeadlineWait:
                 what = "connecting" if connecting else "waiting for an answer"
                 raise DatabaseTimeout(f"Postgres gave no answer in time ({what})")
             if state == psycopg2.extensions.POLL_READ:
-                select.select([conn.fileno()], [], [], remaining)
+                wait_for(conn.fileno(), select.POLLIN, remaining)
             elif state == psycopg2.extensions.POLL_WRITE:
-                select.select([], [conn.fileno()], [], remaining)
+                wait_for(conn.fileno(), select.POLLOUT, remaining)
             else:
                 raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+
+def wait_for(fileno: int, events: int, seconds: float) -> None:
+    """Wait until ``fileno`` is ready for ``events`` or ``seconds`` pass. poll(), not select():
+    a process holding thousands of sockets (the stream process) has descriptors above
+    select()'s limit of 1,024."""
+    poller = select.poll()
+    poller.register(fileno, events)
+    poller.poll(seconds * 1000)
 
 
 def make_wait_callback(

@@ -1,3 +1,5 @@
+import os
+import resource
 import socket
 import time
 
@@ -68,3 +70,26 @@ def test_after_a_wait_gave_up_the_next_waits_are_short_until_one_succeeds():
         again.close()
     finally:
         psycopg2.extensions.set_wait_callback(None)
+
+
+def test_a_connection_on_a_descriptor_above_1024_waits_like_any_other(deadlines):
+    # A stream process holding thousands of client sockets opens its database connections on
+    # descriptors that select() cannot watch.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-files limit ({hard}) is below 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        conn = psycopg2.connect(f"{PG_ROOT}/postgres")
+        try:
+            assert conn.fileno() > 1024
+            cursor = conn.cursor()
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+        finally:
+            conn.close()
+    finally:
+        for descriptor in filler:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
