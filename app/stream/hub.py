@@ -6,8 +6,10 @@ subscription reconnecting, a publisher dying after its commit) must only delay a
 than each job waiter re-reading Postgres on a timer of its own, which with ten thousand open
 streams is thousands of queries a second, the hub re-reads once for all of them: every
 ``recheck_seconds`` it fetches a fingerprint of each waited-on job in one query and wakes the
-waiters of those that changed (and of any it had not seen yet). A tenant's feed waiters are few
-and keep their own short timer.
+waiters whose job's fingerprint differs from the one they last saw. A waiter tells the hub what
+it saw (``saw``) before its first read, so a change between that read and the next round is
+caught too, without waking every new waiter to read again. A tenant's feed waiters are few and
+keep their own short timer.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Hub:
         self._recheck_seconds = recheck_seconds
         self._timeout_seconds = timeout_seconds
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # The fingerprint each job waiter last saw: set by ``saw``, else by the round it first
+        # took part in.
+        self._seen: dict[asyncio.Event, str | None] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -69,12 +74,17 @@ class Hub:
         try:
             yield event
         finally:
+            self._seen.pop(event, None)
             for key in keys:
                 waiters = self._waiters.get(key)
                 if waiters is not None:
                     waiters.discard(event)
                     if not waiters:
                         del self._waiters[key]
+
+    def saw(self, waiter: asyncio.Event, fingerprint: str | None) -> None:
+        """``waiter``'s job had ``fingerprint`` before the waiter read it."""
+        self._seen[waiter] = fingerprint
 
     async def _relay(self, pubsub: aioredis.client.PubSub) -> None:
         """Wake the waiters of each announcement until the subscription goes quiet for good."""
@@ -119,12 +129,11 @@ class Hub:
                     await client.aclose()
 
     async def _recheck(self) -> None:
-        seen: dict[str, str | None] = {}
+        unseen = object()
         while True:
             await asyncio.sleep(self._recheck_seconds)
             keys = [key for key in self._waiters if key.startswith(JOB_PREFIX)]
             if not keys:
-                seen = {}
                 continue
             try:
                 now = await asyncio.to_thread(
@@ -133,13 +142,13 @@ class Hub:
             except Exception:
                 log.warning("stream: could not recheck the waited-on jobs", exc_info=True)
                 continue
-            current = {key: now.get(key.removeprefix(JOB_PREFIX)) for key in keys}
-            for key, fingerprint in current.items():
-                # A waiter new since the last round may have missed a change before it: wake it
-                # once to read again.
-                if key not in seen or seen[key] != fingerprint:
-                    self._wake(key)
-            seen = current
+            for key in keys:
+                fingerprint = now.get(key.removeprefix(JOB_PREFIX))
+                for waiter in tuple(self._waiters.get(key, ())):
+                    seen = self._seen.get(waiter, unseen)
+                    if seen is not unseen and seen != fingerprint:
+                        waiter.set()
+                    self._seen[waiter] = fingerprint
 
 
 def job_key(job_id: object) -> str:

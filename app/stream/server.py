@@ -179,6 +179,14 @@ class StreamServer:
                 raise HttpError(404, "No such job.")
         return job_id, state, tenant
 
+    async def _note_what_is_seen(self, waiter: asyncio.Event, request: web.Request) -> None:
+        """Tell the hub the job's fingerprint before the waiter first reads it, so that the
+        hub's recheck wakes the waiter for any change after this, announced or not."""
+        with contextlib.suppress(ValueError):
+            job_id = str(uuid.UUID(request.match_info["job_id"]))
+            fingerprints = await self._read(self.reads.job_fingerprints, [job_id])
+            self.hub.saw(waiter, fingerprints.get(job_id))
+
     @staticmethod
     def _cors(request: web.Request, tenant: Tenant) -> dict[str, str]:
         """CORS headers for an origin the tenant listed; none for any other."""
@@ -211,6 +219,7 @@ class StreamServer:
         """The job; with ``wait``, once it differs from the ETag in If-None-Match (or 304)."""
         wait = query_int(request, "wait", 0, 0, MAX_WAIT_SECONDS)
         with self.hub.waiting(job_key(request.match_info["job_id"])) as announced:
+            await self._note_what_is_seen(announced, request)
             job_id, state, tenant = await self._authorise_job(request)
             seen = request.headers.get("If-None-Match")
             loop = asyncio.get_running_loop()
@@ -228,6 +237,7 @@ class StreamServer:
     async def job_events(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: the state, then each event, closing after the terminal one."""
         with self.hub.waiting(job_key(request.match_info["job_id"])) as announced:
+            await self._note_what_is_seen(announced, request)
             job_id, state, tenant = await self._authorise_job(request)
             last_id = request.headers.get("Last-Event-ID") or None
             response = web.StreamResponse(

@@ -48,9 +48,9 @@ def test_an_unannounced_change_wakes_that_jobs_waiters_only():
                     job_key(job_id): held.enter_context(hub.waiting(job_key(job_id)))
                     for job_id in ids
                 }
-                await asyncio.sleep(RECHECK * 3)  # the first round wakes every new waiter
-                for event in waiters.values():
-                    event.clear()
+                await asyncio.sleep(RECHECK * 3)  # the first rounds: nothing changed
+                if any(event.is_set() for event in waiters.values()):
+                    return False, True, list(jobs.reads)
                 jobs.fingerprints["job-7"] = "v2"
                 changed = await woken(waiters[job_key("job-7")], RECHECK * 10)
                 others = any(
@@ -65,6 +65,26 @@ def test_an_unannounced_change_wakes_that_jobs_waiters_only():
     assert changed, "the changed job's waiter was never woken"
     assert not others, "waiters of unchanged jobs were woken"
     assert reads and all(count == len(ids) for count in reads)  # one read per round for all
+
+
+def test_a_waiter_whose_job_changed_after_it_looked_is_woken_in_the_first_round():
+    jobs = Jobs(["job-1", "job-2"])
+
+    async def go() -> tuple[bool, bool]:
+        hub = Hub(f"redis://127.0.0.1:{free_port()}/0", jobs, RECHECK)
+        await hub.start()
+        try:
+            with hub.waiting(job_key("job-1")) as stale, hub.waiting(job_key("job-2")) as fresh:
+                hub.saw(stale, "v0")  # it read the job before a change nobody announced
+                hub.saw(fresh, "v1")
+                return await woken(stale, RECHECK * 10), await woken(fresh, RECHECK * 4)
+        finally:
+            await hub.stop()
+
+    stale_woken, fresh_woken = asyncio.run(go())
+
+    assert stale_woken
+    assert not fresh_woken
 
 
 def test_the_stream_process_lifts_its_open_files_limit_to_the_hard_one():
