@@ -1,7 +1,9 @@
+import contextlib
 import os
 import resource
 import socket
 import time
+from collections.abc import Iterator
 
 import psycopg2
 import psycopg2.extensions
@@ -19,14 +21,21 @@ def deadlines():
     psycopg2.extensions.set_wait_callback(None)
 
 
-def test_a_connect_to_a_server_that_never_answers_gives_up_at_the_connect_deadline(deadlines):
-    # A listening socket nobody accepts from: the connect completes and no answer ever comes.
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A database URL on a listening socket nobody accepts from: the connect completes and no
+    answer ever comes."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
+        yield f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x"
+
+
+def test_a_connect_to_a_server_that_never_answers_gives_up_at_the_connect_deadline(deadlines):
+    with silent_server() as url:
         started = time.monotonic()
         with pytest.raises(DatabaseTimeout):
-            psycopg2.connect(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x")
+            psycopg2.connect(url)
         assert time.monotonic() - started < 1.5
 
 
@@ -56,12 +65,10 @@ def test_after_a_wait_gave_up_the_next_waits_are_short_until_one_succeeds():
             first.cursor().execute("SELECT pg_sleep(5)")
 
         # Wary now: a server that never answers is given up on at once, not after 2 s.
-        with socket.socket() as silent:
-            silent.bind(("127.0.0.1", 0))
-            silent.listen(8)
+        with silent_server() as url:
             started = time.monotonic()
             with pytest.raises(DatabaseTimeout):
-                psycopg2.connect(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x")
+                psycopg2.connect(url)
             assert time.monotonic() - started < 1.0
 
         # A server that answers ends the wariness: waits are their usual length again.

@@ -125,22 +125,24 @@ def test_a_delivery_worker_five_minutes_fast_steals_no_lease_and_sends_no_early_
     assert early == {}
 
 
-class SilentServer:
-    """Accepts every connection and never reads a byte; its receive buffer is kept small so a
-    large POST has little room to land in."""
+class RawServer:
+    """A listening socket on loopback that hands each connection to ``_serve`` on a thread."""
+
+    path = "/raw"
+    receive_buffer: int | None = None
 
     def __init__(self) -> None:
         self.socket = socket.socket()
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if self.receive_buffer is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         self.socket.bind(("127.0.0.1", 0))
         self.socket.listen(256)
-        self.held: list[socket.socket] = []
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.socket.getsockname()[1]}/silent"
+        return f"http://127.0.0.1:{self.socket.getsockname()[1]}{self.path}"
 
     def _accept(self) -> None:
         while True:
@@ -151,40 +153,50 @@ class SilentServer:
             if self._closed.is_set():
                 connection.close()
                 return
-            self.held.append(connection)  # held open, never read
+            self._serve(connection)
+
+    def _serve(self, connection: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._closed.set()
         self.socket.close()
+
+
+class SilentServer(RawServer):
+    """Accepts every connection and never reads a byte; its receive buffer is kept small so a
+    large POST has little room to land in."""
+
+    path = "/silent"
+    receive_buffer = 4096
+
+    def __init__(self) -> None:
+        self.held: list[socket.socket] = []
+        super().__init__()
+
+    def _serve(self, connection: socket.socket) -> None:
+        self.held.append(connection)  # held open, never read
+
+    def close(self) -> None:
+        super().close()
         for connection in self.held:
             connection.close()
 
 
-class TrickleServer:
+class TrickleServer(RawServer):
     """Reads the request, then answers one byte every half second, without end."""
+
+    path = "/trickle"
 
     def __init__(self, every_seconds: float = 0.5) -> None:
         self.every_seconds = every_seconds
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(256)
         # How long each client held on before hanging up (seconds from the request's end).
         self.held_for: list[float] = []
         self._lock = threading.Lock()
-        self._closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.socket.getsockname()[1]}/trickle"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+    def _serve(self, connection: socket.socket) -> None:
+        threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
 
     def _trickle(self, connection: socket.socket) -> None:
         with connection:
@@ -211,10 +223,6 @@ class TrickleServer:
             except OSError:
                 with self._lock:
                     self.held_for.append(time.monotonic() - started)
-
-    def close(self) -> None:
-        self._closed.set()
-        self.socket.close()
 
 
 @pytest.fixture
