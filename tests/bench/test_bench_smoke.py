@@ -14,7 +14,7 @@ from tests.support.settings import DATABASE_PREFIX
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(400)]
 
-SCENARIOS = ("throughput", "slow", "noisy", "ingest", "e2e", "backlog", "dead")
+SCENARIOS = ("throughput", "slow", "noisy", "ingest", "e2e", "backlog", "streams", "dead")
 
 
 def positive(figures: dict, *names: str) -> None:
@@ -101,6 +101,17 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
         assert figures["steady"]["lost"] == 0 and figures["steady"]["duplicates"] == 0
         positive(figures, "jobs", "jobs_per_second")
         positive(figures["steady"], "jobs", "submit_to_receipt_p99_ms")
+
+    streams = scenarios["streams"]
+    idle = streams["idle_streams"]
+    assert idle["connected"] == idle["asked"] == idle["still_open_at_end"]
+    positive(idle, "rss_kb_per_stream", "open_files_limit")
+    for round_ in ("push_alone", "push_beside_idle", "long_polls"):
+        assert streams[round_]["lost_terminal_events"] == 0, (round_, streams[round_])
+        positive(streams[round_], "jobs", "p50_ms", "p99_ms")
+    for web in ("web_get_alone", "web_get_beside_long_polls"):
+        assert streams[web]["errors"] == 0
+        positive(streams[web], "per_second")
 
     dead = scenarios["dead"]
     for side in ("alone", "beside_dead"):
