@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from app import create_app
+from app import clock, create_app
 from app.db import TaskCall, make_engine, set_task_sender
 from app.jobtypes import load_job_modules
 from app.models import Tenant
@@ -26,6 +26,14 @@ from tests.support.settings import (
     worker_number,
 )
 from workers.delivery.http import OutboundClient
+
+
+@pytest.fixture(autouse=True)
+def host_clock_after_each_test() -> Iterator[None]:
+    """An app a test builds follows its database's clock from a thread; the next test must not
+    inherit that thread, nor its offset, nor its database."""
+    yield
+    clock.stop_following()
 
 
 @pytest.fixture(scope="session")
