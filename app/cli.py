@@ -9,7 +9,7 @@ import secrets
 import socket
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +84,7 @@ def up(procfile: Path) -> None:
     manager = Manager()
     for name, command in processes.items():
         if name != "release":
-            env = dict(os.environ)
+            env = own_installation_first(os.environ)
             if name == "web":
                 env["BOOMERANG_WEB_PORT"] = str(gunicorn_port)
             manager.add_process(name, command, quiet=False, env=env, cwd=str(procfile.parent))
@@ -93,9 +93,24 @@ def up(procfile: Path) -> None:
         f"--web http://127.0.0.1:{gunicorn_port} "
         f"--stream http://127.0.0.1:{settings.stream_port}"
     )
-    manager.add_process("front", front, quiet=False, env=dict(os.environ), cwd=str(procfile.parent))
+    manager.add_process(
+        "front",
+        front,
+        quiet=False,
+        env=own_installation_first(os.environ),
+        cwd=str(procfile.parent),
+    )
     manager.loop()
     sys.exit(manager.returncode)
+
+
+def own_installation_first(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a Procfile command, with this installation's scripts (gunicorn,
+    boomerang, celery) first on the PATH: ``/path/to/venv/bin/boomerang up`` must run the
+    processes of the same installation, whether or not that venv is on the PATH, and never
+    another one that is."""
+    scripts = str(Path(sys.executable).parent)  # not resolved: a venv's python is a link
+    return {**environ, "PATH": os.pathsep.join([scripts, environ.get("PATH", "")])}
 
 
 @main.command()

@@ -183,6 +183,7 @@ class Setting:
     unit: str
     help: str
     shown_default: str | None = None  # for the table, where the real default is machine-made
+    fallback: str | None = None  # a variable read when ``env`` is not set (a platform's own)
 
     @property
     def documented_default(self) -> str:
@@ -200,11 +201,13 @@ def setting(
     *,
     secret: bool = False,
     shown_default: str | None = None,
+    fallback: str | None = None,
 ) -> Any:
-    """Declare a Settings field read from ``env``; a secret one is kept out of ``repr``."""
+    """Declare a Settings field read from ``env`` (else from ``fallback``); a secret one is kept
+    out of ``repr``."""
     return dataclasses.field(
         repr=not secret,
-        metadata={"setting": Setting(env, default, parse, unit, help, shown_default)},
+        metadata={"setting": Setting(env, default, parse, unit, help, shown_default, fallback)},
     )
 
 
@@ -579,7 +582,9 @@ class Settings:
         "8000",
         _parse_port,
         "port",
-        "Where gunicorn listens.",
+        "Where the API listens (gunicorn; under `boomerang up`, the one origin in front of it). "
+        "When unset, `PORT` is used, which Heroku, Dokku and other Procfile hosts set.",
+        fallback="PORT",
     )
     stream_host: str = setting(
         "BOOMERANG_STREAM_HOST",
@@ -664,11 +669,14 @@ class Settings:
             )
         values: dict[str, Any] = {}
         for field_name, declared in declarations():
-            raw = env.get(declared.env, declared.default)
+            name = declared.env
+            if name not in env and declared.fallback is not None and declared.fallback in env:
+                name = declared.fallback
+            raw = env.get(name, declared.default)
             try:
                 values[field_name] = declared.parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{declared.env}={raw!r} is invalid: {exc}") from None
+                raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
         settings = cls(**values)
         settings.check()
         return settings

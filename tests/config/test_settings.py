@@ -59,3 +59,14 @@ def test_every_setting_is_declared_once_with_a_unit_and_help():
     envs = [declared.env for _, declared in declarations()]
     assert len(envs) == len(set(envs))
     assert all(declared.unit and declared.help for _, declared in declarations())
+
+
+def test_the_web_port_comes_from_port_when_boomerang_web_port_is_unset():
+    assert Settings.from_env({"PORT": "5123"}).web_port == 5123
+    assert Settings.from_env({"PORT": "5123", "BOOMERANG_WEB_PORT": "6000"}).web_port == 6000
+    assert Settings.from_env({}).web_port == 8000
+
+
+def test_a_bad_port_is_refused_naming_the_variable_it_came_from():
+    with pytest.raises(SettingsError, match="^PORT="):
+        Settings.from_env({"PORT": "eighty"})
