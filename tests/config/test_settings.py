@@ -68,5 +68,5 @@ def test_the_web_port_comes_from_port_when_boomerang_web_port_is_unset():
 
 
 def test_a_bad_port_is_refused_naming_the_variable_it_came_from():
-    with pytest.raises(SettingsError, match="^PORT="):
+    with pytest.raises(SettingsError, match=r"^PORT="):
         Settings.from_env({"PORT": "eighty"})
