@@ -86,6 +86,26 @@ def raw_aiohttp(bench: Bench, bodies: list[tuple]) -> dict[str, Any]:
     }
 
 
+def naive_worker(concurrency: int, name: str) -> list[str]:
+    """The command line of a prefork Celery worker on the naive app's own queue."""
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "bench.naive.app",
+        "worker",
+        "-Q",
+        "naive",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "WARNING",
+        "-n",
+        f"{name}@%h",
+    ]
+
+
 def naive_celery(bench: Bench, bodies: list[tuple]) -> dict[str, Any]:
     """(b) one Celery task per callback: requests.post, autoretry_for, an INSERT per attempt,
     on a prefork worker with its own queue and Redis database."""
@@ -95,24 +115,7 @@ def naive_celery(bench: Bench, bodies: list[tuple]) -> dict[str, Any]:
     env = {"NAIVE_BROKER_URL": broker, "NAIVE_DATABASE_URL": bench.stack.database_url}
     concurrency = bench.args.naive_concurrency
     worker = bench.processes.start(
-        "naive-worker",
-        [
-            str(BIN / "celery"),
-            "-A",
-            "bench.naive.app",
-            "worker",
-            "-Q",
-            "naive",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "WARNING",
-            "-n",
-            f"naive-{os.getpid()}@%h",
-        ],
-        env,
+        "naive-worker", naive_worker(concurrency, f"naive-{os.getpid()}"), env
     )
     try:
         os.environ.update(env)

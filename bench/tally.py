@@ -31,6 +31,27 @@ def tally(bench: Bench, path: str, expected: set[str]) -> dict[str, Any]:
     }
 
 
+def submit_to_arrival(
+    bench: Bench, path: str, sent_at: dict[str, float], ids: dict[str, str]
+) -> tuple[dict[str, Any], list[float]]:
+    """What reached ``path`` of the jobs sent at ``sent_at`` (job id to unix time; ``ids``
+    maps a job id to its webhook-id), and each one's seconds from its request to its first
+    arrival. An accepted job that raised no event is written down as a problem of the run."""
+    expected = {ids[job] for job in sent_at if job in ids}
+    counted = tally(bench, path, expected)
+    arrived = counted.pop("_first")
+    latencies = [
+        arrived[ids[job]] - sent
+        for job, sent in sent_at.items()
+        if job in ids and ids[job] in arrived
+    ]
+    if len(expected) < len(sent_at):
+        bench.problems.append(
+            f"{path}: {len(sent_at) - len(expected)} accepted jobs raised no event"
+        )
+    return counted, latencies
+
+
 def attempts_logged(bench: Bench, tenant_id: uuid.UUID, wait_for: int, timeout: float) -> dict:
     """Attempts in Postgres for the tenant's deliveries, once ``wait_for`` succeeded."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ from bench.api_client import Submitted, submit_count
 from bench.figures import ms, percentile
 from bench.outbox import make_tenant
 from bench.stack import Bench
-from bench.tally import tally
+from bench.tally import submit_to_arrival
 
 HEALTHY_PATH = "/fast/dead-neighbours"
 
@@ -64,18 +64,7 @@ def healthy_round(bench: Bench, tenant_id: Any, submitted: Submitted) -> dict[st
             "SELECT job_id, id FROM message WHERE tenant_id = :t", t=tenant_id
         )
     }
-    expected = {ids[job] for job in submitted.sent_at if job in ids}
-    counted = tally(bench, HEALTHY_PATH, expected)
-    first = counted.pop("_first")
-    latencies = [
-        first[ids[job]] - sent
-        for job, sent in submitted.sent_at.items()
-        if job in ids and ids[job] in first
-    ]
-    if len(expected) < len(submitted.sent_at):
-        bench.problems.append(
-            f"dead: {len(submitted.sent_at) - len(expected)} jobs raised no event"
-        )
+    counted, latencies = submit_to_arrival(bench, HEALTHY_PATH, submitted.sent_at, ids)
     return {
         "jobs": len(submitted.sent_at),
         "p50_ms": ms(percentile(latencies, 0.5)),

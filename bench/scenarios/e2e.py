@@ -21,9 +21,10 @@ from bench.api_client import submit_count, submit_steadily
 from bench.figures import ms, percentile, rate
 from bench.outbox import make_tenant
 from bench.processes import wait_http
+from bench.references import naive_worker
 from bench.scenarios.ingest import trivial_flask
 from bench.stack import Bench
-from bench.tally import settled_count, tally
+from bench.tally import settled_count, submit_to_arrival, tally
 from tests.support import BIN
 from tests.support.processes import free_port
 
@@ -105,18 +106,7 @@ def measure(
     submitted = submit_steadily(url, api_key, steady_rate, bench.sizes.steady_seconds)
     bench.receiver.wait_unique(path, len(burst_ids) + len(submitted.sent_at), timeout=60)
     ids = webhook_ids()
-    steady_ids = {ids[job] for job in submitted.sent_at if job in ids}
-    steady_counted = tally(bench, path, steady_ids)
-    arrived = steady_counted.pop("_first")
-    latencies = [
-        arrived[ids[job]] - sent
-        for job, sent in submitted.sent_at.items()
-        if job in ids and ids[job] in arrived
-    ]
-    if len(steady_ids) < len(submitted.sent_at):
-        bench.problems.append(
-            f"{path}: {len(submitted.sent_at) - len(steady_ids)} accepted jobs raised no event"
-        )
+    steady_counted, latencies = submit_to_arrival(bench, path, submitted.sent_at, ids)
     return {
         "jobs": accepted,
         "jobs_per_second": jobs_per_second,
@@ -194,24 +184,7 @@ def tutorial_stack(bench: Bench) -> Iterator[tuple[str, str]]:
         env,
     )
     worker = bench.processes.start(
-        "tutorial-worker",
-        [
-            str(BIN / "celery"),
-            "-A",
-            "bench.naive.app",
-            "worker",
-            "-Q",
-            "naive",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            str(TUTORIAL_PROCESSES),
-            "--loglevel",
-            "WARNING",
-            "-n",
-            f"tutorial-{port}@%h",
-        ],
-        env,
+        "tutorial-worker", naive_worker(TUTORIAL_PROCESSES, f"tutorial-{port}"), env
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
