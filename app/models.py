@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -130,6 +131,10 @@ class Callback(Base):
     description: Mapped[str | None] = mapped_column(Text)
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False)
     success_status: Mapped[int | None] = mapped_column(Integer)
+    # Limits the whole fleet keeps to for this callback (workers/delivery/shared_lanes.py);
+    # NULL: at most ``callback_concurrency`` in flight, and no rate.
+    max_concurrency: Mapped[int | None] = mapped_column(Integer)
+    rate_limit_per_second: Mapped[float | None] = mapped_column(Float)
     # Extra request headers the tenant wants on every delivery (checked when set).
     headers: Mapped[dict[str, str]] = mapped_column(
         JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")

@@ -136,6 +136,25 @@ class CallbackCreateSchema(InputSchema):
     success_status = fields.Integer(
         strict=True, validate=validate.Range(min=100, max=599), allow_none=True
     )
+    max_concurrency = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=10_000),
+        allow_none=True,
+        metadata={
+            "description": "Most deliveries in flight to this callback at once, across every "
+            "worker and host. Null: `BOOMERANG_CALLBACK_CONCURRENCY`. Under it, the limit is "
+            "learned: it halves when the receiver struggles and grows back as it answers."
+        },
+    )
+    rate_limit_per_second = fields.Float(
+        validate=validate.Range(min=0.01, max=100_000),
+        allow_none=True,
+        allow_nan=False,
+        metadata={
+            "description": "Most deliveries per second to this callback, across every worker "
+            "and host; those over it wait for their turn, none is dropped. Null: no rate."
+        },
+    )
     headers = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=100)),
         values=fields.String(validate=validate.Length(max=1000)),
@@ -169,6 +188,8 @@ class CallbackSchema(Schema):
     event_types = fields.List(fields.String())
     description = fields.String(allow_none=True)
     success_status = fields.Integer(allow_none=True)
+    max_concurrency = fields.Integer(allow_none=True)
+    rate_limit_per_second = fields.Float(allow_none=True)
     headers = fields.Function(
         lambda callback: masked_headers(callback.headers or {}),
         metadata={"description": "Credentials (Authorization, Cookie, ...) are shown masked."},

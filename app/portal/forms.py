@@ -89,6 +89,8 @@ class CallbackForm:
     event_types: list[str] = field(default_factory=list)
     description: str = ""
     success_status: str = ""
+    max_concurrency: str = ""
+    rate_limit_per_second: str = ""
     headers: str = ""
     format: str = ""
     errors: dict[str, str] = field(default_factory=dict)
@@ -101,6 +103,8 @@ class CallbackForm:
             event_types=form.getlist("event_types"),
             description=form.get("description", "").strip(),
             success_status=form.get("success_status", "").strip(),
+            max_concurrency=form.get("max_concurrency", "").strip(),
+            rate_limit_per_second=form.get("rate_limit_per_second", "").strip(),
             headers=form.get("headers", ""),
             format=form.get("format", ""),
         )
@@ -113,6 +117,10 @@ class CallbackForm:
             event_types=list(callback.event_types),
             description=callback.description or "",
             success_status=str(callback.success_status or ""),
+            max_concurrency=str(callback.max_concurrency or ""),
+            rate_limit_per_second=(
+                f"{callback.rate_limit_per_second:g}" if callback.rate_limit_per_second else ""
+            ),
             # Credentials stay masked; sent back unchanged, they keep their stored value.
             headers=format_headers(masked_headers(callback.headers or {})),
             format=callback.format,
@@ -125,12 +133,10 @@ class CallbackForm:
             "url": self.url,
             "event_types": self.event_types,
             "description": self.description or None,
-            # A number typed into the form; anything else goes on for the schema to refuse.
-            "success_status": (
-                int(self.success_status)
-                if self.success_status.isascii() and self.success_status.isdigit()
-                else self.success_status or None
-            ),
+            # Numbers typed into the form; anything else goes on for the schema to refuse.
+            "success_status": _typed_number(self.success_status, int),
+            "max_concurrency": _typed_number(self.max_concurrency, int),
+            "rate_limit_per_second": _typed_number(self.rate_limit_per_second, float),
             "headers": parse_headers(self.headers),
         }
         if self.format:
@@ -144,6 +150,16 @@ class CallbackForm:
             return schema.load(self.body())
         except ValidationError as exc:
             raise FormInvalid(field_errors(exc.normalized_messages())) from None
+
+
+def _typed_number(text: str, kind: type[int] | type[float]) -> Any:
+    """A number typed into a form as ``kind``; empty as None; anything else as typed."""
+    if not text:
+        return None
+    try:
+        return kind(text) if text.isascii() else text
+    except ValueError:
+        return text
 
 
 def load_recover_since(form: MultiDict[str, str]) -> Any:

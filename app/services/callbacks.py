@@ -113,6 +113,8 @@ def create_callback(
         event_types=list(fields.get("event_types") or events.DEFAULT_EVENT_TYPES),
         description=fields.get("description"),
         success_status=fields.get("success_status"),
+        max_concurrency=fields.get("max_concurrency"),
+        rate_limit_per_second=fields.get("rate_limit_per_second"),
         headers=_checked_headers(fields.get("headers") or {}, settings),
         format=pinned_format,
         format_version=pinned_version,
@@ -189,7 +191,7 @@ def update_callback(
         callback.headers = _checked_headers(
             _unmasked(fields["headers"] or {}, callback.headers), settings
         )
-    for name in ("description", "success_status"):
+    for name in ("description", "success_status", "max_concurrency", "rate_limit_per_second"):
         if name in fields:
             setattr(callback, name, fields[name])
     if "enabled" in fields:

@@ -26,12 +26,36 @@ def register(client, auth, **body):
         ({"headers": {"X-Token": "a\x7fb"}}, "headers"),
         ({"headers": {"X-Token": " padded"}}, "headers"),
         ({"headers": {"X-Token": "caf\u00e9 \u2603"}}, "headers"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": 2.5}, "max_concurrency"),
+        ({"max_concurrency": "10"}, "max_concurrency"),
+        ({"max_concurrency": 10_001}, "max_concurrency"),
+        ({"rate_limit_per_second": 0}, "rate_limit_per_second"),
+        ({"rate_limit_per_second": -5}, "rate_limit_per_second"),
+        ({"rate_limit_per_second": "NaN"}, "rate_limit_per_second"),
+        ({"rate_limit_per_second": "Infinity"}, "rate_limit_per_second"),
+        ({"rate_limit_per_second": "fast"}, "rate_limit_per_second"),
     ],
 )
 def test_it_refuses_what_cannot_be_a_callback(client, auth, body, field):
     response = register(client, auth, **body)
     assert response.status_code == 422, response.get_json()
     assert field in error_fields(response)
+
+
+def test_a_callbacks_own_limits_are_kept_changed_and_cleared(client, auth):
+    created = register(client, auth, max_concurrency=5, rate_limit_per_second=2.5).get_json()
+    assert (created["max_concurrency"], created["rate_limit_per_second"]) == (5, 2.5)
+    path = f"/v1/callbacks/{created['id']}"
+    changed = client.patch(path, json={"max_concurrency": 7}, headers=auth).get_json()
+    assert (changed["max_concurrency"], changed["rate_limit_per_second"]) == (7, 2.5)
+    cleared = client.patch(
+        path, json={"max_concurrency": None, "rate_limit_per_second": None}, headers=auth
+    ).get_json()
+    assert (cleared["max_concurrency"], cleared["rate_limit_per_second"]) == (None, None)
+    assert (
+        register(client, auth, url="http://127.0.0.1:9/other").get_json()["max_concurrency"] is None
+    )
 
 
 def test_enabled_must_be_a_boolean_not_a_word_that_looks_like_one(client, auth):

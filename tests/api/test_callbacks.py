@@ -26,6 +26,8 @@ CALLBACK_KEYS = {
     "event_types",
     "description",
     "success_status",
+    "max_concurrency",
+    "rate_limit_per_second",
     "headers",
     "format",
     "format_version",
