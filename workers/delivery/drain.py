@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +27,8 @@ from config.settings import Settings
 from workers.delivery.ceiling import TenantCeiling
 from workers.delivery.http import HttpResult, OutboundClient
 from workers.delivery.lanes import LaneLimits
-from workers.delivery.pipeline import InFlight, record, start
+from workers.delivery.pipeline import InFlight, asked_to_wait, record, start
+from workers.delivery.shared_lanes import Answer, SharedLanes
 from workers.delivery.store import (
     ClaimedDelivery,
     claim_deliveries,
@@ -81,6 +82,8 @@ class Dispatcher:
         self.clock = clock
         # Learned across this process's drains: a receiver's limit outlives one drain.
         self.lane_limits = LaneLimits(settings.callback_concurrency)
+        # ... and shared with the fleet, which holds each callback to its limits as a whole.
+        self.shared_lanes = SharedLanes(settings, self.lane_limits)
         self.ceiling = TenantCeiling(settings)
         self.in_flight: dict[Future[HttpResult], InFlight] = {}
         self.lanes: Counter[str] = Counter()
@@ -117,11 +120,19 @@ class Dispatcher:
         ]
         for sent in finished:
             lane = sent.claimed.lane
-            self.lane_limits.heard(lane, sent.result)
             self.lanes[lane] -= 1
             if self.lanes[lane] <= 0:
                 del self.lanes[lane]  # ad-hoc URLs are many; keep only lanes in flight
-        return record(session, self.settings, finished, self.clock)
+        records = record(session, self.settings, finished, self.clock)
+        # After the attempts are recorded: a slot freed earlier could let another process send
+        # a delivery whose lease this one still holds.
+        self.shared_lanes.heard(
+            [
+                Answer(sent.claimed, sent.result, asked_to_wait(sent.result, sent.attempted_at))
+                for sent in finished
+            ]
+        )
+        return records
 
     def finish_tail(self, timeout: float) -> None:
         """Block until the attempts left in flight are recorded (a warm shutdown)."""
@@ -295,21 +306,29 @@ class _Drain:
                 limit=limit,
                 in_flight=self.lanes,
                 lane_limits=self.lane_limits,
+                held=self.dispatcher.shared_lanes.held_lanes(),
             )
             admitted, waiting, due_at = self.dispatcher.ceiling.admit(claimed)
             if waiting:
-                put_back(self.session, waiting, datetime.fromtimestamp(due_at, UTC))
-                # Stay for them rather than leave them to the next sweep.
-                self.waiting_until = max(
-                    self.waiting_until, time.monotonic() + due_at - time.time()
-                )
+                self.put_back(waiting, due_at - time.time())
+            admission = self.dispatcher.shared_lanes.admit(admitted)
+            if admission.wait_for_slot:
+                put_back(self.session, admission.wait_for_slot)
+            for seconds, items in admission.wait_seconds.items():
+                self.put_back(items, seconds)
             self.session.commit()
-            return admitted
+            return admission.admitted
         except Exception as exc:
             self.session.rollback()
             # Those POSTs were made: they are recorded, not dropped and sent again.
             self.claim_failure = exc
             return []
+
+    def put_back(self, items: list[ClaimedDelivery], seconds: float) -> None:
+        """Release deliveries over a limit, due again in ``seconds``; and stay for them rather
+        than leave them to the next sweep."""
+        put_back(self.session, items, self.clock() + timedelta(seconds=seconds))
+        self.waiting_until = max(self.waiting_until, time.monotonic() + seconds)
 
     def launch(self, claimed: list[ClaimedDelivery]) -> None:
         for item in claimed:

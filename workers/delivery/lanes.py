@@ -6,7 +6,9 @@ refused or dropped connection, 429, 502, 503 or 504 -- halves it, down to one. A
 so sheds load by itself, and twenty dead ones hold a few slots each instead of every slot there
 is, while a healthy receiver grows to its full share within its first hundred answers.
 
-The limits live in the delivery process that learns them; the claim query enforces them.
+Each process keeps the limits it learned; ``shared_lanes`` shares them (and each callback's own
+cap and rate) across the fleet through Redis, falling back to these when Redis is away. The claim
+query enforces them.
 """
 
 from __future__ import annotations
@@ -48,17 +50,24 @@ class LaneLimits:
         """Every lane's limit that differs from where a new lane starts."""
         return {lane: limit for lane, limit in self._limits.items() if limit != self.initial}
 
-    def heard(self, lane: str, result: HttpResult) -> int:
-        """Learn from one attempt's outcome; the lane's new limit."""
+    def set(self, lane: str, limit: int) -> None:
+        """Take a limit learned elsewhere (the fleet's, from Redis)."""
+        self._remember(lane, max(1, min(self.ceiling, limit)))
+
+    def heard(self, lane: str, result: HttpResult, cap: int | None = None) -> int:
+        """Learn from one attempt's outcome (never growing past ``cap``); the new limit."""
         current = self.limit(lane)
         if struggling(result):
             updated = max(1, current // 2)
         elif result.status is not None:
-            updated = min(self.ceiling, current + 1)
+            updated = min(cap or self.ceiling, self.ceiling, current + 1)
         else:
             updated = current  # refused by our own guard or too large: says nothing of the lane
-        self._limits[lane] = updated
+        self._remember(lane, updated)
+        return updated
+
+    def _remember(self, lane: str, limit: int) -> None:
+        self._limits[lane] = limit
         self._limits.move_to_end(lane)
         if len(self._limits) > REMEMBERED_LANES:
             self._limits.popitem(last=False)
-        return updated

@@ -69,6 +69,13 @@ def is_success(status: int | None, success_status: int | None) -> bool:
     return 200 <= status < 300
 
 
+def asked_to_wait(result: HttpResult, attempted_at: datetime) -> float | None:
+    """The seconds a 429 or 503 asked for in its ``Retry-After``; None if it did not."""
+    if result.status not in (429, 503):
+        return None
+    return parse_retry_after(header(result.headers, "Retry-After"), attempted_at)
+
+
 def classify(
     claimed: ClaimedDelivery,
     headers: dict[str, str],
@@ -86,8 +93,7 @@ def classify(
         if 300 <= result.status < 400:
             location = header(result.headers, "Location")
             error = f"redirect to {location!r} not followed" if location else error
-        if result.status in (429, 503):
-            retry_after = parse_retry_after(header(result.headers, "Retry-After"), attempted_at)
+        retry_after = asked_to_wait(result, attempted_at)
     failed_attempts = claimed.attempt_count + 1
     next_at = None
     if not succeeded:

@@ -55,6 +55,9 @@ class ClaimedDelivery:
     # When the event was raised (for a job event: when the job finished).
     raised_at: datetime | None = None
     tenant_id: uuid.UUID | None = None
+    # The callback's own fleet-wide limits; None: the defaults (see shared_lanes.py).
+    max_concurrency: int | None = None
+    rate_limit_per_second: float | None = None
 
     @property
     def lane(self) -> str:
@@ -112,18 +115,21 @@ def claim_deliveries(
     in_flight: Mapping[str, int] | None = None,
     lane_limits: LaneLimits | None = None,
     only: Collection[uuid.UUID] | None = None,
+    held: Collection[str] = (),
 ) -> list[ClaimedDelivery]:
     """Lease up to ``limit`` due deliveries, oldest due first, within each lane's limit.
 
     ``in_flight`` counts what the caller is already sending per lane (``lane_of``);
     ``lane_limits`` are the limits it learned (without them, every lane may hold
-    ``callback_concurrency``); ``only`` restricts the claim to those ids. Deliveries whose callback
+    ``callback_concurrency``); ``only`` restricts the claim to those ids; lanes in ``held`` are
+    skipped (full or paused across the fleet). Deliveries whose callback
     was deleted or disabled since they were queued are settled here instead of sent.
     """
     if limit <= 0:
         return []
     lease_id = uuid.uuid4()
     rooms = _lane_rooms(settings, in_flight or {}, lane_limits)
+    rooms.full.extend(lane for lane in held if lane not in rooms.full)
     rows = _lease(session, now, settings, lease_id, limit, rooms, only)
     if not rows:
         return []
@@ -286,6 +292,8 @@ def _prepare(
         callback_failing=callback is not None and callback.consecutive_failures > 0,
         raised_at=message.created_at,
         tenant_id=row.tenant_id,
+        max_concurrency=callback.max_concurrency if callback is not None else None,
+        rate_limit_per_second=callback.rate_limit_per_second if callback is not None else None,
     )
 
 
@@ -454,8 +462,12 @@ def has_due_deliveries(session: Session, now: datetime) -> bool:
     )
 
 
-def put_back(session: Session, claimed: Sequence[ClaimedDelivery], due_at: datetime) -> None:
-    """Release leased deliveries unsent, due again at ``due_at`` (no attempt was made)."""
+def put_back(
+    session: Session, claimed: Sequence[ClaimedDelivery], due_at: datetime | None = None
+) -> None:
+    """Release leased deliveries unsent, due again at ``due_at`` (no attempt was made); without
+    one they keep their place in the queue."""
+    moved = {"next_attempt_at": due_at} if due_at is not None else {}
     for lease_id in {item.lease_id for item in claimed}:
         session.execute(
             update(Delivery)
@@ -463,5 +475,5 @@ def put_back(session: Session, claimed: Sequence[ClaimedDelivery], due_at: datet
                 Delivery.id.in_([item.id for item in claimed if item.lease_id == lease_id]),
                 Delivery.lease_id == lease_id,
             )
-            .values(lease_id=None, locked_until=None, next_attempt_at=due_at)
+            .values(lease_id=None, locked_until=None, **moved)
         )

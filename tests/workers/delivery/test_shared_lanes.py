@@ -1,0 +1,162 @@
+"""Each callback's limits held across processes in real Redis: the concurrency cap counts every
+process's attempts, a dead process's slots come free with its leases, the learned limit halves
+once per window and grows back, Retry-After pauses the lane for everyone, and a rate shapes
+rather than drops. Two ``SharedLanes`` stand for two delivery processes (or hosts)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from tests.support.processes import free_port
+from workers.delivery.http import ErrorKind, HttpResult
+from workers.delivery.lanes import LaneLimits
+from workers.delivery.shared_lanes import Answer, SharedLanes, burst_of
+from workers.delivery.store import ClaimedDelivery
+
+
+def claimed(
+    callback_id: uuid.UUID, *, max_concurrency: int | None = None, rate: float | None = None
+) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        id=uuid.uuid4(),
+        lease_id=uuid.uuid4(),
+        url="http://receiver.test/hook",
+        webhook_id="msg_test",
+        body="{}",
+        secrets=("whsec_test",),
+        callback_id=callback_id,
+        success_status=None,
+        attempt_count=0,
+        max_concurrency=max_concurrency,
+        rate_limit_per_second=rate,
+    )
+
+
+def answered(item: ClaimedDelivery, status: int = 200, pause: float | None = None) -> Answer:
+    return Answer(item, HttpResult(status, {}, "", False, 5), pause)
+
+
+def timed_out(item: ClaimedDelivery) -> Answer:
+    return Answer(item, HttpResult(None, None, None, False, 5, "timed out", ErrorKind.TIMEOUT))
+
+
+def process(settings) -> SharedLanes:
+    return SharedLanes(settings, LaneLimits(settings.callback_concurrency))
+
+
+def test_the_cap_counts_every_processs_attempts_and_frees_a_slot_per_answer(settings):
+    first, second = process(settings), process(settings)
+    callback = uuid.uuid4()
+    mine = [claimed(callback, max_concurrency=3) for _ in range(5)]
+    admission = first.admit(mine)
+    assert admission.admitted == mine[:3]
+    assert admission.wait_for_slot == mine[3:]
+    theirs = [claimed(callback, max_concurrency=3) for _ in range(2)]
+    assert second.admit(theirs).admitted == []
+    first.heard([answered(item) for item in mine[:2]])
+    assert second.admit(theirs).admitted == theirs
+
+
+def test_a_full_lane_is_held_back_from_the_next_claim_for_a_moment(settings):
+    lanes = process(settings)
+    callback = uuid.uuid4()
+    lanes.admit([claimed(callback, max_concurrency=1) for _ in range(2)])
+    assert str(callback) in lanes.held_lanes()
+    time.sleep(0.15)
+    assert str(callback) not in lanes.held_lanes()
+
+
+def test_the_slots_of_a_process_that_died_come_free_when_its_leases_end(settings):
+    short = settings.replace(delivery_lease_seconds=1, total_timeout_seconds=0.5)
+    dead, alive = process(short), process(short)
+    callback = uuid.uuid4()
+    assert len(dead.admit([claimed(callback, max_concurrency=2) for _ in range(2)]).admitted) == 2
+    waiting = [claimed(callback, max_concurrency=2)]
+    assert alive.admit(waiting).admitted == []
+    time.sleep(1.2)
+    assert alive.admit(waiting).admitted == waiting
+
+
+def test_struggling_answers_halve_the_fleets_limit_once_a_window_and_answers_grow_it(settings):
+    first, second = process(settings), process(settings)
+    callback = uuid.uuid4()
+    items = [claimed(callback) for _ in range(8)]
+    first.admit(items)
+    first.heard([answered(item) for item in items])  # 8 + 8
+    assert first.local.limit(str(callback)) == 16
+    burst = [claimed(callback) for _ in range(6)]
+    second.admit(burst)
+    second.heard([timed_out(item) for item in burst[:3]])
+    assert second.local.limit(str(callback)) == 8
+    # The rest of the same failing burst is the same signal: no second halving.
+    first.heard([timed_out(item) for item in burst[3:]])
+    assert first.local.limit(str(callback)) == 8
+    time.sleep(1.05)
+    again = [claimed(callback)]
+    first.admit(again)
+    first.heard([answered(again[0], 503)])
+    assert first.local.limit(str(callback)) == 4
+    # Another process now admits only the fleet's limit.
+    assert len(second.admit([claimed(callback) for _ in range(10)]).admitted) == 4
+
+
+def test_a_retry_after_pauses_the_lane_for_every_process(settings):
+    first, second = process(settings), process(settings)
+    callback = uuid.uuid4()
+    item = claimed(callback)
+    first.admit([item])
+    first.heard([answered(item, 429, pause=1.0)])
+    later = [claimed(callback) for _ in range(2)]
+    admission = second.admit(later)
+    assert admission.admitted == []
+    [(seconds, waiting)] = admission.wait_seconds.items()
+    assert waiting == later
+    assert 0.5 < seconds <= 1.0
+    time.sleep(seconds + 0.05)
+    assert second.admit(later).admitted == later
+
+
+def test_a_rate_shapes_deliveries_across_processes_and_drops_none(settings):
+    first, second = process(settings), process(settings)
+    callback = uuid.uuid4()
+    rate = 20.0
+    sent_at: list[float] = []
+    pending = [claimed(callback, rate=rate) for _ in range(30)]
+    deadline = time.monotonic() + 5
+    turn = 0
+    while pending and time.monotonic() < deadline:
+        lanes = (first, second)[turn % 2]
+        turn += 1
+        admission = lanes.admit(pending)
+        sent_at += [time.monotonic()] * len(admission.admitted)
+        lanes.heard([answered(item) for item in admission.admitted])
+        pending = [item for item in pending if item not in admission.admitted]
+        for seconds in admission.wait_seconds:
+            assert seconds <= 1 / rate + 0.01
+        time.sleep(0.01)
+    assert not pending
+    assert len(sent_at) == 30
+    # GCRA: in any window of one second, at most rate + burst.
+    for start in sent_at:
+        in_window = sum(1 for at in sent_at if start <= at < start + 1)
+        assert in_window <= rate + burst_of(rate)
+    assert sent_at[-1] - sent_at[0] >= (30 - burst_of(rate)) / rate - 0.1
+
+
+def test_without_redis_each_process_falls_back_to_its_own_limits(settings):
+    away = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    lanes = process(away)
+    items = [claimed(uuid.uuid4(), max_concurrency=1) for _ in range(3)]
+    admission = lanes.admit(items)
+    assert admission.admitted == items  # the claim's own rooms bound it meanwhile
+    assert not lanes.shared
+    lanes.heard([answered(items[0])])  # learned locally, Redis not asked again for a while
+    assert lanes.local.limit(items[0].lane) == 1
+
+
+@pytest.mark.parametrize("rate", [0.5, 1, 20, 1000])
+def test_a_rate_allows_a_tenth_of_a_second_back_to_back_and_never_less_than_one(rate):
+    assert burst_of(rate) == max(1, -(-rate // 10))

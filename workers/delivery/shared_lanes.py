@@ -1,0 +1,289 @@
+"""Each lane's limits, shared by every delivery process on every host through Redis.
+
+A lane (a callback, or an ad-hoc URL) has, fleet-wide:
+- a concurrency cap: the callback's ``max_concurrency`` or ``callback_concurrency``;
+- a learned limit under that cap (AIMD): one more per answer, halved at most once a second when
+  the receiver struggles, so a dying receiver sheds load by itself whichever host sees it fail;
+- the attempts in flight: one sorted-set member per leased delivery, scored with its lease's end,
+  so the slots of a process that dies come free when its leases do;
+- an optional rate (``rate_limit_per_second``), shaped with GCRA: deliveries over it wait for
+  their slot, they are never dropped;
+- a pause until the receiver's ``Retry-After``.
+
+Each claim asks once (one pipelined round trip, a script per lane) which of its deliveries may go;
+each recorded batch tells once what came back. The scripts read Redis' own clock, so hosts whose
+clocks differ still share one schedule. If Redis cannot be reached, each process falls back to the
+limits it learned itself (``LaneLimits``) for a few seconds: delivery must not stop for a wake
+store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from app.cooldown import quick_redis
+from config.settings import Settings
+from workers.delivery.http import HttpResult
+from workers.delivery.lanes import LaneLimits, struggling
+from workers.delivery.store import ClaimedDelivery
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "boomerang:lane"
+# After Redis fails, use each process's own limits this long before asking Redis again.
+SKIP_AFTER_FAILURE_SECONDS = 5.0
+# A lane halves at most once in this long: the attempts that were in flight when a receiver
+# started to fail all fail together, and that is one signal, not twenty.
+CUT_WINDOW_SECONDS = 1.0
+# A lane no process has heard from this long is forgotten (it starts again from the initial
+# limit), so ad-hoc URLs do not pile up in Redis.
+FORGET_SECONDS = 3600
+# How long a process leaves alone a lane the fleet holds full before asking again.
+FULL_RECHECK_SECONDS = 0.1
+
+# KEYS: state hash, in-flight sorted set. ARGV: lease seconds, cap, initial limit, rate per
+# second (0: none), burst, then one member per delivery, in the order they should go.
+# Returns: admitted count, the lane's limit, attempts in flight after, seconds until the rest may
+# go (0: when a slot frees).
+_ADMIT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local lease = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local rate = tonumber(ARGV[4])
+local burst = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'limit', 'paused_until', 'tat')
+local limit = math.min(tonumber(state[1]) or tonumber(ARGV[3]), cap)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local busy = redis.call('ZCARD', KEYS[2])
+local paused_until = tonumber(state[2]) or 0
+if paused_until > now then
+  return {0, limit, busy, tostring(paused_until - now)}
+end
+local wanted = #ARGV - 5
+local admitted = math.max(0, math.min(wanted, limit - busy))
+local wait = 0
+if rate > 0 and admitted > 0 then
+  local interval = 1 / rate
+  local tolerance = (burst - 1) * interval
+  local start = math.max(tonumber(state[3]) or 0, now)
+  local fit = 0
+  if start <= now + tolerance then
+    fit = math.floor((now + tolerance - start) / interval + 1e-9) + 1
+  end
+  if fit < admitted then
+    admitted = fit
+  end
+  local tat = start + admitted * interval
+  redis.call('HSET', KEYS[1], 'tat', tostring(tat))
+  if admitted < wanted then
+    wait = math.max(tat - tolerance - now, 0.001)
+  end
+end
+for index = 1, admitted do
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[5 + index])
+end
+redis.call('EXPIRE', KEYS[2], math.ceil(lease) + 60)
+redis.call('EXPIRE', KEYS[1], FORGET_SECONDS)
+return {admitted, limit, busy + admitted, tostring(wait)}
+""".replace("FORGET_SECONDS", str(FORGET_SECONDS))
+
+# KEYS: state hash, in-flight sorted set. ARGV: cap, initial limit, answers, struggling answers,
+# seconds to pause (0: none), then the members that came back. Returns the lane's new limit.
+_HEARD = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local cap = tonumber(ARGV[1])
+local answers = tonumber(ARGV[3])
+local struggles = tonumber(ARGV[4])
+local pause = tonumber(ARGV[5])
+if #ARGV > 5 then
+  redis.call('ZREM', KEYS[2], unpack(ARGV, 6))
+end
+local state = redis.call('HMGET', KEYS[1], 'limit', 'cut_at', 'paused_until')
+local limit = math.min(tonumber(state[1]) or tonumber(ARGV[2]), cap)
+if struggles > 0 then
+  if now - (tonumber(state[2]) or 0) >= CUT_WINDOW_SECONDS then
+    limit = math.max(1, math.floor(limit / 2))
+    redis.call('HSET', KEYS[1], 'cut_at', tostring(now))
+  end
+elseif answers > 0 then
+  limit = math.min(cap, limit + answers)
+end
+redis.call('HSET', KEYS[1], 'limit', limit)
+if pause > 0 and now + pause > (tonumber(state[3]) or 0) then
+  redis.call('HSET', KEYS[1], 'paused_until', tostring(now + pause))
+end
+redis.call('EXPIRE', KEYS[1], FORGET_SECONDS)
+return limit
+""".replace("CUT_WINDOW_SECONDS", repr(CUT_WINDOW_SECONDS)).replace(
+    "FORGET_SECONDS", str(FORGET_SECONDS)
+)
+
+
+def lane_keys(lane: str) -> tuple[str, str]:
+    """The state hash and in-flight set of a lane; URLs are hashed to keep keys short."""
+    name = lane if len(lane) == 36 else hashlib.sha1(lane.encode()).hexdigest()
+    return f"{KEY_PREFIX}:{name}", f"{KEY_PREFIX}:{name}:busy"
+
+
+def slot_of(item: ClaimedDelivery) -> str:
+    """A leased delivery's member in its lane's in-flight set: one per lease, never reused."""
+    return f"{item.id}:{item.lease_id}"
+
+
+def burst_of(rate: float) -> int:
+    """How many deliveries a rate-limited lane may send back to back: a tenth of a second's
+    worth, at least one. A receiver then sees at most ``rate + burst`` in any second."""
+    return max(1, math.ceil(rate / 10))
+
+
+@dataclass
+class Admission:
+    """What a claim may send now, and what waits: for a free slot (``wait_for_slot``), or
+    until a given number of seconds from now (``wait_seconds``)."""
+
+    admitted: list[ClaimedDelivery] = field(default_factory=list)
+    wait_for_slot: list[ClaimedDelivery] = field(default_factory=list)
+    wait_seconds: dict[float, list[ClaimedDelivery]] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    """One attempt's outcome, as the lanes learn from it."""
+
+    claimed: ClaimedDelivery
+    result: HttpResult
+    pause_seconds: float | None = None  # a Retry-After on 429 or 503
+
+
+class SharedLanes:
+    """The fleet-wide limits of each lane, with this process's own ``LaneLimits`` as the
+    fallback and as the claim's first guess at each lane's room."""
+
+    def __init__(self, settings: Settings, local: LaneLimits) -> None:
+        self.settings = settings
+        self.local = local
+        self._redis = quick_redis(settings.redis_url, settings.redis_timeout_seconds)
+        self._admit = self._redis.register_script(_ADMIT)
+        self._heard = self._redis.register_script(_HEARD)
+        self._skip_until = 0.0
+        # Lanes the fleet holds full or paused, and when to ask about each again.
+        self._held: dict[str, float] = {}
+
+    @property
+    def shared(self) -> bool:
+        """Whether Redis is being asked (False for a few seconds after it failed)."""
+        return time.monotonic() >= self._skip_until
+
+    def held_lanes(self) -> list[str]:
+        """Lanes not to claim for now: full or paused across the fleet."""
+        now = time.monotonic()
+        for lane in [lane for lane, until in self._held.items() if until <= now]:
+            del self._held[lane]
+        return list(self._held)
+
+    def admit(self, claimed: Sequence[ClaimedDelivery]) -> Admission:
+        """Split a claim by what each lane allows across the fleet now."""
+        if not claimed or not self.shared:
+            return Admission(admitted=list(claimed))
+        by_lane = _by_lane(claimed)
+        pipeline = self._redis.pipeline(transaction=False)
+        for lane, items in by_lane.items():
+            cap, rate = _limits_of(items[0], self.settings)
+            self._admit(
+                keys=lane_keys(lane),
+                args=[
+                    self.settings.delivery_lease_seconds,
+                    cap,
+                    self.local.initial,
+                    rate,
+                    burst_of(rate) if rate else 1,
+                    *(slot_of(item) for item in items),
+                ],
+                client=pipeline,
+            )
+        try:
+            answers = pipeline.execute()
+        except redis.RedisError:
+            self._fail()
+            return Admission(admitted=list(claimed))
+        admission = Admission()
+        for (lane, items), (count, limit, _busy, wait) in zip(
+            by_lane.items(), answers, strict=True
+        ):
+            count, wait_seconds = int(count), float(wait)
+            self.local.set(lane, int(limit))
+            admission.admitted += items[:count]
+            rest = items[count:]
+            if not rest:
+                continue
+            if wait_seconds > 0:
+                admission.wait_seconds.setdefault(wait_seconds, []).extend(rest)
+                self._held[lane] = time.monotonic() + wait_seconds
+            else:
+                admission.wait_for_slot += rest
+                self._held[lane] = time.monotonic() + FULL_RECHECK_SECONDS
+        return admission
+
+    def heard(self, answers: Sequence[Answer]) -> None:
+        """Free the slots of the attempts that came back and learn from their outcomes."""
+        for answer in answers:
+            cap, _ = _limits_of(answer.claimed, self.settings)
+            self.local.heard(answer.claimed.lane, answer.result, cap)
+        if not answers or not self.shared:
+            return
+        by_lane: dict[str, list[Answer]] = defaultdict(list)
+        for answer in answers:
+            by_lane[answer.claimed.lane].append(answer)
+        pipeline = self._redis.pipeline(transaction=False)
+        for lane, lane_answers in by_lane.items():
+            cap, _ = _limits_of(lane_answers[0].claimed, self.settings)
+            said = [a for a in lane_answers if a.result.status is not None]
+            pause = max((a.pause_seconds or 0.0 for a in lane_answers), default=0.0)
+            self._heard(
+                keys=lane_keys(lane),
+                args=[
+                    cap,
+                    self.local.initial,
+                    len(said),
+                    sum(1 for a in lane_answers if struggling(a.result)),
+                    pause,
+                    *(slot_of(a.claimed) for a in lane_answers),
+                ],
+                client=pipeline,
+            )
+        try:
+            limits = pipeline.execute()
+        except redis.RedisError:
+            self._fail()
+            return
+        for lane, limit in zip(by_lane, limits, strict=True):
+            self.local.set(lane, int(limit))
+            if lane in self._held and self._held[lane] - time.monotonic() <= FULL_RECHECK_SECONDS:
+                del self._held[lane]  # a slot just came free
+
+    def _fail(self) -> None:
+        log.warning("shared lane limits: Redis unavailable, each process uses its own for a while")
+        self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_SECONDS
+        self._held.clear()
+
+
+def _by_lane(claimed: Sequence[ClaimedDelivery]) -> dict[str, list[ClaimedDelivery]]:
+    by_lane: dict[str, list[ClaimedDelivery]] = defaultdict(list)
+    for item in claimed:
+        by_lane[item.lane].append(item)
+    return by_lane
+
+
+def _limits_of(item: ClaimedDelivery, settings: Settings) -> tuple[int, float]:
+    """A lane's concurrency cap and rate (0: none)."""
+    return item.max_concurrency or settings.callback_concurrency, item.rate_limit_per_second or 0
