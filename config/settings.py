@@ -405,9 +405,11 @@ class Settings:
         "128",
         _parse_positive_int,
         "requests",
-        "Most of those any one callback (or ad-hoc URL) may hold. Each callback's own limit is "
-        "learned up to this: it starts at 8, grows by one per answer and halves on timeouts, "
-        "connection errors and 429/502/503/504, so a slow or dead one holds few slots.",
+        "Most attempts any one callback (or ad-hoc URL) may have in flight across the whole "
+        "fleet, unless the callback sets its own max_concurrency. Each callback's limit is "
+        "learned up to this, shared through Redis: it starts at 8, grows by one per answer and "
+        "halves on timeouts, connection errors and 429/502/503/504, so a slow or dead one holds "
+        "few slots.",
     )
     delivery_batch_size: int = setting(
         "BOOMERANG_DELIVERY_BATCH_SIZE",
