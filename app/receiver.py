@@ -50,6 +50,8 @@ class Received:
     body: bytes
     at: float
     status: int = 0
+    # When the answer was handed back; 0 while the receiver still holds the request.
+    answered_at: float = 0.0
 
     @property
     def accepted(self) -> bool:
@@ -280,6 +282,7 @@ class Receiver:
             self.on_receive(received)
         if delay:
             await asyncio.sleep(delay)
+        received.answered_at = time.time()
         return _respond(request, received.status, behaviour)
 
     def _record(self, received: Received) -> tuple[Behaviour, float]:
@@ -313,6 +316,36 @@ class Receiver:
         with self._lock:
             records = [[r.webhook_id, r.at] for r in self._by_path.get(path, ())]
         return web.json_response({"records": records})
+
+
+def peak_in_flight(
+    requests: list[Received], since: float = float("-inf"), until: float = float("inf")
+) -> int:
+    """The most requests the receiver held at once between ``since`` and ``until`` (epoch
+    seconds): what a sender's concurrency limit must bound."""
+    edges: list[tuple[float, int]] = []
+    for request in requests:
+        end = request.answered_at or float("inf")
+        if end < since or request.at > until:
+            continue
+        # An answer and an arrival at the same instant do not overlap: ends sort first.
+        edges += [(max(request.at, since), 1), (end, -1)]
+    peak = held = 0
+    for _at, step in sorted(edges):
+        held += step
+        peak = max(peak, held)
+    return peak
+
+
+def busiest_second(requests: list[Received]) -> int:
+    """The most arrivals in any one-second window: what a sender's rate limit must bound."""
+    arrivals = sorted(request.at for request in requests)
+    busiest = first = 0
+    for last, at in enumerate(arrivals):
+        while at - arrivals[first] >= 1.0:
+            first += 1
+        busiest = max(busiest, last - first + 1)
+    return busiest
 
 
 def _listening_socket(port: int, backlog: int) -> socket.socket:

@@ -7,11 +7,12 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from app.receiver import Receiver
+from app.receiver import Received, Receiver, busiest_second, peak_in_flight
 from tests.support.processes import free_port
 
 
@@ -167,3 +168,35 @@ def test_as_a_process_of_its_own_it_answers_with_the_status_and_folder_delays_it
     assert stats == {"count": 1, "unique": 1}
     assert output == ""  # --quiet: nothing printed per request
     assert process.returncode == 0
+
+
+def held(at: float, answered_at: float) -> Received:
+    return Received("/limits", {}, b"", at, 200, answered_at)
+
+
+def test_peak_in_flight_counts_overlaps_and_an_answer_frees_its_place_for_the_next():
+    requests_ = [held(0.0, 1.0), held(0.5, 1.5), held(1.0, 2.0), held(1.2, 1.3)]
+
+    assert peak_in_flight(requests_) == 3
+    assert peak_in_flight(requests_, since=1.4) == 2
+    assert peak_in_flight(requests_, until=0.4) == 1
+    # One still held (never answered) counts until the end.
+    assert peak_in_flight([held(0.0, 0.0), held(5.0, 6.0)]) == 2
+
+
+def test_busiest_second_is_the_most_arrivals_in_any_one_second_window():
+    arrivals = [held(at, at) for at in (0.0, 0.2, 0.9, 1.0, 1.1, 3.0)]
+
+    assert busiest_second(arrivals) == 4
+    assert busiest_second([]) == 0
+
+
+def test_the_receiver_records_when_it_answered_so_concurrency_can_be_measured(receiver):
+    receiver.answer("/slow", 200, delay_seconds=0.3)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: post(receiver, "/slow", f"msg_{n}"), range(4)))
+
+    seen = receiver.received("/slow")
+    assert all(r.answered_at - r.at >= 0.29 for r in seen)
+    assert peak_in_flight(seen) == 4
