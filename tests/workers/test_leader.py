@@ -1,0 +1,140 @@
+"""Beat's leader election on the real Postgres: one lock holder leads, and a leader that cannot
+confirm its lock steps down."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+import psycopg2
+import pytest
+from celery import Celery
+
+from workers import leader
+from workers.leader import CHECK_SECONDS, RETRY_SECONDS, LeaderLock, LeaderScheduler
+
+# Not beat's own key: a beat the process tests start on this database must not meet these locks.
+TEST_KEY = leader.LOCK_KEY + 1
+
+
+@pytest.fixture
+def make_lock(settings):
+    """LeaderLocks on the test database, all released when the test ends."""
+    made: list[LeaderLock] = []
+
+    def make() -> LeaderLock:
+        lock = LeaderLock(settings.database_url, 2, key=TEST_KEY)
+        made.append(lock)
+        return lock
+
+    yield make
+    for lock in made:
+        lock.release()
+
+
+def terminate_session_of(lock: LeaderLock, settings) -> None:
+    """End the lock's session from outside, as a Postgres restart or an operator would."""
+    pid = lock._conn.get_backend_pid()
+    with psycopg2.connect(leader.libpq_dsn(settings.database_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_only_one_of_two_locks_leads_until_it_lets_go(make_lock):
+    first, second = make_lock(), make_lock()
+    assert first.hold()
+    assert not second.hold()
+    assert first.hold()  # confirmed, still leading
+    assert not second.hold()
+    first.release()
+    assert second.hold()
+
+
+def test_a_leader_whose_connection_fails_steps_down_and_says_so(make_lock, settings, caplog):
+    first, second = make_lock(), make_lock()
+    assert first.hold()
+    assert not second.hold()
+    terminate_session_of(first, settings)
+    with caplog.at_level(logging.INFO, logger="workers.leader"):
+        assert not first.hold()
+    assert not first.leading
+    assert "beat: stopped leading (could not confirm the lock" in caplog.text
+    assert second.hold()  # the lock went with the session
+    assert not first.hold()
+
+
+class SlowToConfirm(LeaderLock):
+    """A lock whose check takes longer than any answer is waited for."""
+
+    def _confirmed(self) -> bool:
+        with self._connection().cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(%s)", (CHECK_SECONDS * 5,))
+        return True
+
+
+def test_a_leader_whose_check_goes_unanswered_steps_down_within_the_check_bound(settings, caplog):
+    lock = SlowToConfirm(settings.database_url, 2, key=TEST_KEY)
+    try:
+        assert lock.hold()
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="workers.leader"):
+            assert not lock.hold()
+        assert time.monotonic() - started < CHECK_SECONDS + 1
+        assert "beat: stopped leading" in caplog.text
+        # Its session is gone, so another may lead at once.
+        other = LeaderLock(settings.database_url, 2, key=TEST_KEY)
+        assert other.hold()
+        other.release()
+    finally:
+        lock.release()
+
+
+class RecordingScheduler(LeaderScheduler):
+    """The leader scheduler with the broker left out: what it would send, by entry name."""
+
+    def __init__(self, *args, **kwargs):
+        self.sent: list[str] = []
+        super().__init__(*args, **kwargs)
+
+    def apply_entry(self, entry, producer=None):
+        self.sent.append(entry.name)
+
+    @property
+    def producer(self):
+        return None
+
+
+@pytest.fixture
+def make_scheduler(settings):
+    """Schedulers with an hourly entry and a frequent one, electing on the test key."""
+    made: list[RecordingScheduler] = []
+
+    def make() -> RecordingScheduler:
+        app = Celery(set_as_current=False)
+        app.conf.beat_schedule = {
+            "hourly": {"task": "hourly", "schedule": 3600.0},
+            "often": {"task": "often", "schedule": 0.2},
+        }
+        app.boomerang = SimpleNamespace(settings=settings)  # type: ignore[attr-defined]
+        scheduler = RecordingScheduler(app=app)
+        scheduler.lock.key = TEST_KEY
+        made.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in made:
+        scheduler.lock.release()
+
+
+def test_a_follower_sends_nothing_and_a_new_leader_sends_every_entry_at_once(make_scheduler):
+    first, second = make_scheduler(), make_scheduler()
+    for _ in range(3):
+        first.tick()
+    assert sorted(first.sent[:2]) == ["hourly", "often"]
+    assert second.tick() == RETRY_SECONDS
+    assert second.sent == []
+    first.lock.release()
+    for _ in range(3):
+        second.tick()
+    # It cannot know when the last leader ran the hourly entry, so it runs it now.
+    assert sorted(second.sent[:2]) == ["hourly", "often"]
