@@ -3,6 +3,7 @@ Exactly one sends the schedule, and when it is killed another takes over within 
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from app.queues import MAINTENANCE_QUEUE
 from tests.support import BIN
 from tests.support.processes import start_process, stop_process
 from tests.support.redis_server import RedisServer
-from workers.leader import RETRY_SECONDS
+from workers.leader import IDLE_SESSION_SECONDS, RETRY_SECONDS
 
 LEADING = "beat: leading"
 FOLLOWING = "beat: following"
@@ -108,3 +109,20 @@ def test_when_the_leader_is_killed_the_other_takes_over_within_seconds(beats, pr
     wait_for(lambda: follower.log().count(SENT_SWEEP) >= 3, 5, "sweeps from the new leader")
     assert queued_sweeps(private_redis) >= queued_before + 3
     assert failover_seconds < FAILOVER_BOUND_SECONDS
+
+
+def test_a_frozen_leader_loses_its_session_and_steps_down_when_it_wakes(beats, private_redis):
+    wait_for(lambda: any(LEADING in b.log() for b in beats), 5, "a leader")
+    (leader,) = [b for b in beats if LEADING in b.log()]
+    (follower,) = [b for b in beats if b is not leader]
+    os.killpg(leader.process.pid, signal.SIGSTOP)  # type: ignore[attr-defined]
+    frozen_at = time.monotonic()
+    try:
+        # Its host still answers TCP, so only the idle session timeout ends its session.
+        bound = IDLE_SESSION_SECONDS + RETRY_SECONDS + 2
+        wait_for(lambda: LEADING in follower.log(), bound, "the follower leads")
+        takeover_seconds = time.monotonic() - frozen_at
+    finally:
+        os.killpg(leader.process.pid, signal.SIGCONT)  # type: ignore[attr-defined]
+    wait_for(lambda: "beat: stopped leading" in leader.log(), 5, "the old leader steps down")
+    assert IDLE_SESSION_SECONDS - 1 < takeover_seconds < bound

@@ -138,3 +138,30 @@ def test_a_follower_sends_nothing_and_a_new_leader_sends_every_entry_at_once(mak
         second.tick()
     # It cannot know when the last leader ran the hourly entry, so it runs it now.
     assert sorted(second.sent[:2]) == ["hourly", "often"]
+
+
+def test_the_lock_session_is_set_to_be_found_dead_within_seconds(settings):
+    conn = leader.connect_for_lock(settings.database_url, 2)
+    try:
+        with conn.cursor() as cursor:
+            shown = {}
+            for name in (
+                "tcp_keepalives_idle",
+                "tcp_keepalives_interval",
+                "tcp_keepalives_count",
+                "tcp_user_timeout",
+                "statement_timeout",
+                "idle_session_timeout",
+            ):
+                cursor.execute(f"SHOW {name}")
+                shown[name] = cursor.fetchone()[0]
+    finally:
+        conn.close()
+    assert shown == {
+        "tcp_keepalives_idle": "2",
+        "tcp_keepalives_interval": "1",
+        "tcp_keepalives_count": "3",
+        "tcp_user_timeout": "5000",  # milliseconds, shown without a unit
+        "statement_timeout": "2s",
+        "idle_session_timeout": "10s",
+    }
