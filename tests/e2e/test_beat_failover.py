@@ -19,6 +19,8 @@ from tests.support.processes import start_process, stop_process
 from tests.support.redis_server import RedisServer
 from workers.leader import IDLE_SESSION_SECONDS, RETRY_SECONDS
 
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
 LEADING = "beat: leading"
 FOLLOWING = "beat: following"
 SENT_SWEEP = "Sending due task sweep"
