@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 from celery import Celery
 
+from app.db_deadline import make_wait_callback
+from tests.support.postgres_server import PostgresServer
 from workers import leader
 from workers.leader import CHECK_SECONDS, RETRY_SECONDS, LeaderLock, LeaderScheduler
 
@@ -165,3 +169,40 @@ def test_the_lock_session_is_set_to_be_found_dead_within_seconds(settings):
         "statement_timeout": "2s",
         "idle_session_timeout": "10s",
     }
+
+
+@pytest.fixture
+def private_postgres(tmp_path) -> Iterator[PostgresServer]:
+    """A Postgres server of this test's own, which it may freeze."""
+    server = PostgresServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def worker_deadlines() -> Iterator[None]:
+    """Waits for Postgres bounded as in a worker or beat process, whose statements may take 30 s:
+    only the lock's own deadline can end its check sooner."""
+    psycopg2.extensions.set_wait_callback(make_wait_callback(2.0, 30.0))
+    yield
+    psycopg2.extensions.set_wait_callback(None)
+
+
+def test_a_leader_whose_postgres_stops_answering_steps_down_within_the_check_bound(
+    private_postgres, worker_deadlines, caplog
+):
+    # A frozen server enforces no statement_timeout and its host still answers TCP, so neither
+    # the server nor the keepalives end the check: the client-side deadline must.
+    lock = LeaderLock(f"{private_postgres.url}/postgres", 2)
+    assert lock.hold()
+    private_postgres.hang()
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="workers.leader"):
+            assert not lock.hold()
+        assert time.monotonic() - started < CHECK_SECONDS + 1
+        assert "beat: stopped leading (could not confirm the lock" in caplog.text
+    finally:
+        private_postgres.unhang()
+        lock.release()
