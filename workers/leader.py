@@ -27,7 +27,6 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg2
-import psycopg2.extensions
 from celery.beat import Scheduler
 from sqlalchemy.engine import make_url
 
