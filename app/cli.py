@@ -342,7 +342,11 @@ def worker(ctx: click.Context, queue: tuple[str, ...], supervise: bool) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def beat(ctx: click.Context) -> None:
-    """Run Celery beat, which drives the recovery and retry sweep."""
+    """Run Celery beat, which drives the recovery and retry sweep and pruning.
+
+    Run it on every host: the beats elect one leader through a Postgres advisory lock, and only
+    the leader sends the schedule. Extra options go to ``celery beat``.
+    """
     _celery(["beat", *ctx.args])
 
 

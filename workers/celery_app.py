@@ -3,9 +3,7 @@ resources the tasks share (engine, outbound client, drain, wake)."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -105,7 +103,9 @@ def configure_worker(app: Celery, settings: Settings) -> None:
                 "options": {"expires": settings.prune_interval_seconds},
             },
         },
-        beat_schedule_filename=str(Path(tempfile.gettempdir()) / "boomerang-beat-schedule"),
+        # Every host runs beat; the one holding a Postgres advisory lock sends the schedule,
+        # which it keeps in memory, so no schedule file is shared or fought over.
+        beat_scheduler="workers.leader:LeaderScheduler",
         # Workers report each task's life to Flower. The producer's "task-sent" event is left
         # off: it doubled the broker writes of every API request that enqueues a job, and Flower
         # shows a task from the moment a worker receives it.

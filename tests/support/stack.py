@@ -121,16 +121,7 @@ class Stack:
                 "--stream",
                 self.stream_base_url,
             ],
-            "beat": [
-                str(BIN / "celery"),
-                "-A",
-                "workers.main",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(self.log_dir / "beat-schedule"),
-            ],
+            "beat": [str(BIN / "boomerang"), "beat", "--loglevel", "INFO"],
         }
 
     def start(self, *names: str) -> None:
