@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from app.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,9 @@ REST_SECONDS = 5.0
 def quick_redis(url: str, timeout_seconds: float) -> redis.Redis:
     """A client whose connects and commands each give up after ``timeout_seconds``, once.
 
-    redis-py retries a timed-out command three times with backoff by default, which would turn a
-    half-second bound into several seconds.
+    One server or the primary Sentinel names, as ``url`` says (``app/redis_client.py``).
     """
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-    )
+    return redis_client(url, timeout_seconds)
 
 
 class Cooldown:

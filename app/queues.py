@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from app.cooldown import Cooldown, quick_redis
 from app.db import TaskCall, TaskSender, enqueue_after_commit
+from app.redis_client import celery_broker
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def wake_deliveries(session: Session) -> None:
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app with what producers and workers must agree on: broker, queues, routes."""
-    app = Celery("boomerang", broker=settings.redis_url)
+    broker_url, sentinel_options = celery_broker(settings.redis_url)
+    app = Celery("boomerang", broker=broker_url)
     app.conf.update(
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue=JOBS_QUEUE,
@@ -88,6 +90,7 @@ def make_celery(settings: Settings) -> Celery:
         # A hung broker accepts connections and never answers: without a socket timeout a
         # publish waits forever. The worker raises these for its long-lived consumer.
         broker_transport_options={
+            **sentinel_options,
             "socket_timeout": settings.redis_timeout_seconds,
             "socket_connect_timeout": settings.redis_timeout_seconds,
         },

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from config.redis_url import parse_redis_url
+
 
 class SettingsError(ValueError):
     """A setting is unknown or malformed; the message names it."""
@@ -160,6 +162,11 @@ def _parse_url(schemes: set[str]) -> Callable[[str], str]:
     return parse
 
 
+def _without_password(url: str) -> str:
+    # A refused URL is echoed at boot, into logs: never with the password it may carry.
+    return re.sub(r"^([\w+.-]+://[^:/@]*):[^/?#]*@", r"\1:***@", url)
+
+
 def _parse_port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -254,9 +261,12 @@ class Settings:
     redis_url: str = setting(
         "REDIS_URL",
         "redis://127.0.0.1:6379/0",
-        _parse_url({"redis", "rediss"}),
+        parse_redis_url,
         "URL",
-        "Redis used as the Celery broker. It only wakes workers; it holds no state.",
+        "Redis used as the Celery broker. It only wakes workers; it holds no state. "
+        "`redis://` or `rediss://` for one server; for a primary watched by Redis Sentinel, "
+        "`sentinel://[[user]:password@]host:port[,host:port...][/db]?master=NAME` (see "
+        "Operations).",
     )
     redis_timeout_seconds: float = setting(
         "BOOMERANG_REDIS_TIMEOUT_SECONDS",
@@ -678,7 +688,8 @@ class Settings:
             try:
                 values[field_name] = declared.parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+                shown = _without_password(raw) if declared.unit == "URL" else raw
+                raise SettingsError(f"{name}={shown!r} is invalid: {exc}") from None
         settings = cls(**values)
         settings.check()
         return settings

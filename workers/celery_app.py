@@ -74,6 +74,8 @@ def configure_worker(app: Celery, settings: Settings) -> None:
         # Messages unacked this long go back to the queue (Redis transport). Longer than any
         # legitimate task; the lease in Postgres stops a redelivered message from running twice.
         broker_transport_options={
+            # Keep what make_celery put there (behind Sentinel, the primary's name).
+            **app.conf.broker_transport_options,
             "visibility_timeout": 3600,
             # A hung Redis keeps the connection open and answers nothing. The consumer's BRPOP
             # polls every second, so a reply overdue by the health-check interval means the

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from app import announce
+from app.redis_client import async_redis_client
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,8 @@ class Hub:
 
     async def _listen(self) -> None:
         while True:
-            client = aioredis.Redis.from_url(
-                self._redis_url, socket_connect_timeout=self._timeout_seconds
-            )
+            # Made again on every reconnect: behind Sentinel, that finds the current primary.
+            client = async_redis_client(self._redis_url, self._timeout_seconds)
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(announce.CHANNEL)

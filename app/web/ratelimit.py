@@ -21,10 +21,8 @@ from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from app.cooldown import Cooldown
+from app.cooldown import Cooldown, quick_redis
 from app.errors import error_response
 from app.web import Unauthorized, current_tenant, is_api_path
 from config.settings import Settings
@@ -65,15 +63,11 @@ class TenantRateLimit:
 
     def __init__(self, settings: Settings, cooldown: Cooldown | None = None) -> None:
         self.limit: RateLimitItem = parse(settings.rate_limit)
-        # A hung Redis must not hang the API: give up on it quickly, and without redis-py's
-        # retries, which would multiply the timeout.
+        # A hung Redis must not hang the API: the pool is quick_redis's, which gives up on it
+        # quickly, without retries, and behind Sentinel follows the primary.
+        client = quick_redis(settings.redis_url, settings.redis_timeout_seconds)
         self.shared = FixedWindowRateLimiter(
-            RedisStorage(
-                settings.redis_url,
-                socket_timeout=settings.redis_timeout_seconds,
-                socket_connect_timeout=settings.redis_timeout_seconds,
-                retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]  # passed on to redis-py
-            )
+            RedisStorage("redis://", connection_pool=client.connection_pool)
         )
         self.local = FixedWindowRateLimiter(MemoryStorage())
         self.cooldown = cooldown or Cooldown()

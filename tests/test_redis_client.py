@@ -1,0 +1,60 @@
+"""Every Redis connection comes from one factory; behind Sentinel it asks for the primary."""
+
+import redis
+from redis.sentinel import SentinelConnectionPool
+
+from app.queues import make_celery
+from app.redis_client import celery_broker, redis_client
+from config.settings import Settings
+from workers.celery_app import configure_worker
+
+SENTINEL_URL = "sentinel://:p%40ss@h1:26379,h2:26380,[::1]:26381/3?master=mymaster"
+
+
+def test_a_plain_url_is_one_server_with_the_timeouts_and_no_retries():
+    client = redis_client("redis://127.0.0.1:6379/4", 0.25)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6379, 4)
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.25
+    assert kwargs["retry"].get_retries() == 0
+
+
+def test_a_sentinel_url_is_the_named_primary_with_the_same_bounds_on_the_sentinels_too():
+    client = redis_client(SENTINEL_URL, 0.25)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "mymaster"
+    kwargs = pool.connection_kwargs
+    assert (kwargs["db"], kwargs["password"]) == (3, "p@ss")
+    assert kwargs["socket_timeout"] == 0.25
+    assert kwargs["retry"].get_retries() == 0
+    sentinels = pool.sentinel_manager.sentinels
+    assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [26379, 26380, 26381]
+    for sentinel in sentinels:
+        sentinel_kwargs = sentinel.connection_pool.connection_kwargs
+        assert sentinel_kwargs["socket_connect_timeout"] == 0.25
+        assert sentinel_kwargs["retry"].get_retries() == 0
+        assert sentinel_kwargs["password"] is None
+
+
+def test_celery_gets_one_sentinel_url_per_sentinel_and_the_primary_name():
+    broker, options = celery_broker(SENTINEL_URL)
+    assert broker == (
+        "sentinel://:p%40ss@h1:26379/3;sentinel://:p%40ss@h2:26380/3;sentinel://:p%40ss@[::1]:26381/3"
+    )
+    assert options == {"master_name": "mymaster"}
+    assert celery_broker("redis://127.0.0.1:6379/0") == ("redis://127.0.0.1:6379/0", {})
+
+
+def test_the_worker_keeps_the_primary_name_beside_its_own_transport_options():
+    settings = Settings.from_env({"REDIS_URL": SENTINEL_URL})
+    app = make_celery(settings)
+    configure_worker(app, settings)
+    options = app.conf.broker_transport_options
+    assert options["master_name"] == "mymaster"
+    assert options["visibility_timeout"] == 3600
+    assert app.connection_for_write().transport_cls == "sentinel"
+
+
+def test_a_plain_redis_client_is_still_a_plain_redis():
+    assert isinstance(redis_client("redis://127.0.0.1:6379/0", 1), redis.Redis)
