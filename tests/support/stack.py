@@ -223,20 +223,22 @@ def running_stack(
     delivery_processes: int = 2,
     kind: type[Stack] = Stack,
     postgres_url: str = PG_ROOT,
+    redis_url: str | None = None,
 ) -> Iterator[Stack]:
     """The whole service on ``database``, freshly migrated, until the block ends.
 
     Redis is a private redis-server unless ``redis_db`` names a database of TEST_REDIS_URL's
     server, which is flushed first. ``env`` is the settings on top of the database and Redis;
     ``kind`` may be a Stack subclass with helpers of its own. ``postgres_url`` is the Postgres
-    server (TEST_POSTGRES_URL's unless a test brings a private one).
+    server (TEST_POSTGRES_URL's unless a test brings a private one). ``redis_url`` is a Redis the
+    test brings and runs itself (a Sentinel group, say), used as it is.
     """
     redis_server = None
-    if redis_db is None:
+    if redis_url is None and redis_db is None:
         redis_server = RedisServer(log_dir)
         redis_server.start()
         redis_url = redis_server.url
-    else:
+    elif redis_url is None:
         redis_url = f"{REDIS_ROOT}/{redis_db}"
         client = redis.Redis.from_url(redis_url)
         client.flushdb()
