@@ -1,5 +1,10 @@
 """Every Redis connection comes from one factory; behind Sentinel it asks for the primary."""
 
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
 import redis
 from redis.sentinel import SentinelConnectionPool
 
@@ -58,3 +63,30 @@ def test_the_worker_keeps_the_primary_name_beside_its_own_transport_options():
 
 def test_a_plain_redis_client_is_still_a_plain_redis():
     assert isinstance(redis_client("redis://127.0.0.1:6379/0", 1), redis.Redis)
+
+
+@pytest.fixture
+def silent_sentinels() -> Iterator[list[int]]:
+    """Two ports that accept connections and never answer, as hung sentinels would."""
+    listeners = []
+    for _ in range(2):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listeners.append(listener)
+    try:
+        yield [listener.getsockname()[1] for listener in listeners]
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def test_hung_sentinels_cost_one_timeout_each_then_a_redis_error(silent_sentinels):
+    hosts = ",".join(f"127.0.0.1:{port}" for port in silent_sentinels)
+    client = redis_client(f"sentinel://{hosts}/0?master=mymaster", 0.2)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    # Two sentinels, one 0.2 s read timeout each, no retries.
+    assert time.monotonic() - started < 1.0
+    client.close()
