@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import free_port
+from tests.support.sentinel_servers import SentinelGroup
 
 BOOMERANG = Path(sys.executable).parent / "boomerang"
 READY_WITHIN_SECONDS = 12
@@ -99,8 +100,8 @@ def start_flower(settings) -> Iterator[Callable[..., Flower]]:
             DATABASE_URL=settings.database_url,
             REDIS_URL=settings.redis_url,
             BOOMERANG_FLOWER_PORT=str(port),
-            **env,
         )
+        base.update(env)
         flower = Flower(base, port)
         started.append(flower)
         return flower
@@ -142,3 +143,16 @@ def test_flowers_metrics_and_healthcheck_ask_for_the_login_too(start_flower, pat
     assert flower.get(path=path) == 401
     assert flower.get("user:wrong", path=path) == 401
     assert flower.get("user:pw", path=path) == 200
+
+
+def test_flower_reads_the_queues_through_sentinel(start_flower, tmp_path):
+    group = SentinelGroup(tmp_path)
+    group.start()
+    try:
+        flower = start_flower(REDIS_URL=group.url, BOOMERANG_FLOWER_BASIC_AUTH="user:pw")
+        # Queue lengths are read from the broker itself: the primary the sentinels name.
+        flower.wait_until(
+            lambda: flower.get("user:pw", path="/api/queues/length") == 200, "queue lengths"
+        )
+    finally:
+        group.stop()
