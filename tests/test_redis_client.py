@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnectionPool
 from redis.sentinel import SentinelConnectionPool
 
 from app.queues import make_celery
-from app.redis_client import celery_broker, redis_client
+from app.redis_client import async_redis_client, celery_broker, redis_client
 from config.settings import Settings
 from workers.celery_app import configure_worker
 
@@ -90,3 +91,13 @@ def test_hung_sentinels_cost_one_timeout_each_then_a_redis_error(silent_sentinel
     # Two sentinels, one 0.2 s read timeout each, no retries.
     assert time.monotonic() - started < 1.0
     client.close()
+
+
+def test_the_streams_subscription_client_asks_the_sentinels_too():
+    client = async_redis_client(SENTINEL_URL, 0.25)
+    pool = client.connection_pool
+    assert isinstance(pool, AsyncSentinelConnectionPool)
+    assert pool.service_name == "mymaster"
+    assert pool.connection_kwargs["socket_connect_timeout"] == 0.25
+    for sentinel in pool.sentinel_manager.sentinels:
+        assert sentinel.connection_pool.connection_kwargs["socket_timeout"] == 0.25
