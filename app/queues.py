@@ -209,7 +209,14 @@ class Waker:
                 return False
         except redis.RedisError:
             return False  # the burst is being drained already; help is only an optimisation
-        self._send()
+        try:
+            self._send()
+        except Exception:
+            # Redis can take the SET and then fail the publish (a primary failing over between
+            # the two). Raising would abort the drain that asked, and the job or deliveries it
+            # has just leased would wait out their lease before anyone runs them.
+            self.cooldown.failed("help")
+            return False
         return True
 
     def draining(self, for_ms: int | None = None) -> None:

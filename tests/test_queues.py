@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import redis
+from kombu.exceptions import OperationalError
 
-from app.queues import DELIVERY_WAKE, Waker
+from app.queues import DELIVERY_WAKE, JOB_WAKE, Waker
 
 
 def test_many_wakes_before_a_drain_starts_send_one_message(wakes):
@@ -50,3 +51,15 @@ def test_a_resting_waker_does_not_ask_redis(wakes):
     assert waker.wake() is False
     assert waker.ask_for_help() is False
     assert sent == []
+
+
+def test_a_broker_that_fails_after_redis_answered_does_not_stop_the_drain_asking_for_help(
+    settings,
+):
+    def send() -> None:
+        raise OperationalError("Error 111 connecting to the old primary")
+
+    waker = Waker(settings.redis_url, send, JOB_WAKE)
+    redis.Redis.from_url(settings.redis_url).delete(JOB_WAKE.help)
+    assert waker.ask_for_help() is False
+    assert waker.cooldown.resting
