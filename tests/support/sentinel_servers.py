@@ -22,8 +22,11 @@ SENTINELS = 3
 # A primary silent this long is down to a sentinel; two of the three must agree to fail over
 # (the quorum is 1 to declare it down, but electing the sentinel that leads needs a majority).
 # Under 2 s, a busy 2-core machine made sentinels take the primary they had just promoted for
-# down too.
+# down too. Each sentinel waits a little longer than the one before: sentinels that notice at the
+# same moment each vote for themselves, and a split election is retried only after twice the
+# failover timeout, which would measure Sentinel's luck rather than the service.
 DOWN_AFTER_MS = 2000
+DOWN_AFTER_STEP_MS = 250
 # A sentinel whose election was split tries again after twice this.
 FAILOVER_TIMEOUT_MS = 3000
 
@@ -62,13 +65,14 @@ class SentinelGroup:
         primary, replica = self.redis_ports
         self._start_redis(primary)
         self._start_redis(replica, "--replicaof", "127.0.0.1", str(primary))
-        for port in self.sentinel_ports:
+        for number, port in enumerate(self.sentinel_ports):
             config = self.log_dir / f"sentinel-{port}.conf"
+            down_after_ms = DOWN_AFTER_MS + number * DOWN_AFTER_STEP_MS
             # Sentinel rewrites its configuration file as it learns, so each has its own.
             config.write_text(
                 f"bind 127.0.0.1\nport {port}\ndir {self.log_dir}\n"
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 1\n"
-                f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
+                f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n"
             )
