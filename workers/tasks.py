@@ -33,8 +33,10 @@ DATABASE_OUTAGE = {
 }
 
 PRUNE_BATCHES_PER_RUN = 100
-# Postgres's lock_not_available: a partition change gave up waiting for its lock.
-LOCK_NOT_AVAILABLE = "55P03"
+# A partition change that gave up waiting for its lock (lock_not_available) or ran past the
+# statement timeout (query_canceled: moving a large day out of the DEFAULT partition) is tried
+# again at the next run; the rest of the pass goes on.
+GAVE_WAY = {"55P03", "57014"}
 
 
 @shared_task(name=RUN_JOBS_TASK, bind=True, **DATABASE_OUTAGE)
@@ -98,7 +100,7 @@ def maintain_attempt_partitions(
     session: Session, now: datetime, settings: Settings
 ) -> dict[str, int]:
     """Create the days ahead first, then drop the days past retention; each change commits at
-    once, so its lock on the attempt log lasts one statement. A change that could not have its
+    once, so its lock on the attempt log lasts one change. A change that could not have its
     lock in time waits for the next run."""
     totals = {"partitions_created": 0, "partitions_dropped": 0, "partitions_skipped": 0}
     for day in attempt_partitions.days_to_create(session, now):
@@ -120,8 +122,10 @@ def _in_own_transaction(
         session.commit()
     except OperationalError as error:
         session.rollback()
-        if getattr(error.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+        if getattr(error.orig, "pgcode", None) not in GAVE_WAY:
             raise
-        log.warning("attempt partition change %s(%s) gave way to traffic", change.__name__, arg)
+        log.warning(
+            "attempt partition change %s(%s) gave way: %s", change.__name__, arg, error.orig
+        )
         return False
     return True

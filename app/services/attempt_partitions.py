@@ -35,6 +35,10 @@ DAYS_AHEAD = 3
 # the next run tries again; DAYS_AHEAD leaves days of room for that.
 DDL_LOCK_TIMEOUT = "500ms"
 
+# Held by each partition change until it commits, so two prunes at once (a duplicated beat
+# message) take turns, and the second sees what the first did.
+_CHANGE_LOCK = 0x6174745F70617274  # "att_part"
+
 _DAY_NAME = re.compile(rf"^{PARENT}_(\d{{8}})$")
 
 
@@ -58,10 +62,11 @@ def _rowcount(result: Result[Any]) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-def _short_lock_wait(session: Session) -> None:
+def _begin_change(session: Session) -> None:
     session.execute(
         text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": DDL_LOCK_TIMEOUT}
     )
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHANGE_LOCK})
 
 
 def day_partitions(session: Session) -> dict[date, str]:
@@ -95,11 +100,14 @@ def create_partition(session: Session, day: date) -> int:
     Built as a table of its own and then attached: ATTACH needs only a SHARE UPDATE EXCLUSIVE
     lock on delivery_attempt (CREATE ... PARTITION OF takes ACCESS EXCLUSIVE), and it is the only
     way to bring along rows the DEFAULT partition already holds for that day (which would make
-    CREATE ... PARTITION OF fail). Returns how many rows moved, normally 0.
+    CREATE ... PARTITION OF fail). Returns how many rows moved, normally 0 (and 0 when another
+    prune made it meanwhile).
     """
     name = partition_name(day)
     low, high = _bound(day), _bound(day + timedelta(days=1))
-    _short_lock_wait(session)
+    _begin_change(session)
+    if session.scalar(text("SELECT to_regclass(:name)"), {"name": name}) is not None:
+        return 0
     session.execute(text(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
     moved = _rowcount(
         session.execute(
@@ -135,8 +143,8 @@ def drop_partition(session: Session, name: str) -> None:
     """Drop one day partition with all its rows."""
     if not _DAY_NAME.match(name):
         raise ValueError(f"not a day partition of {PARENT}: {name}")
-    _short_lock_wait(session)
-    session.execute(text(f"DROP TABLE {name}"))
+    _begin_change(session)
+    session.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
 def prune_default_batch(session: Session, cutoff: datetime, batch: int) -> int:

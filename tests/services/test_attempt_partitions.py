@@ -142,6 +142,16 @@ def test_old_rows_in_the_default_partition_are_deleted_in_batches(db_session, de
     assert home_of(db_session, young) == partitions.DEFAULT_PARTITION
 
 
+def test_a_change_another_prune_made_meanwhile_is_not_made_twice(db_session):
+    day = NOW.date() + timedelta(days=90)
+    partitions.create_partition(db_session, day)
+    assert partitions.create_partition(db_session, day) == 0
+    name = partitions.partition_name(day)
+    partitions.drop_partition(db_session, name)
+    partitions.drop_partition(db_session, name)
+    assert day not in partitions.day_partitions(db_session)
+
+
 def test_only_the_days_own_partitions_can_be_dropped(db_session):
     with pytest.raises(ValueError):
         partitions.drop_partition(db_session, partitions.DEFAULT_PARTITION)
