@@ -10,8 +10,8 @@ The guarantee: a partition is dropped only when its whole day is older than the 
 younger than retention is lost, and after a pass nothing older than retention + 1 day survives.
 Rows that landed in the DEFAULT partition are deleted in batches, row by row, as before.
 
-Every function here takes a session and never commits: the prune task commits after each DDL
-statement, so its ACCESS EXCLUSIVE lock on ``delivery_attempt`` is held for one statement only.
+Every function here takes a session and never commits: the prune task commits after each
+partition change, so the locks a change takes are held for that change only.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ DEFAULT_PARTITION = "delivery_attempt_default"
 # Today and this many days after it always have a partition, so a prune that fails (or a beat
 # that is down) for up to this long never sends a day's attempts to the DEFAULT partition.
 DAYS_AHEAD = 3
-# Adding or dropping a partition takes an ACCESS EXCLUSIVE lock on delivery_attempt. A lock
-# request waits behind every transaction using the table, and every later INSERT of an attempt
-# queues behind the request: waiting long would stall delivery. So the DDL gives up quickly and
-# the next run tries again; DAYS_AHEAD leaves days of room for that.
+# Dropping a partition takes an ACCESS EXCLUSIVE lock on delivery_attempt; attaching one takes
+# ACCESS EXCLUSIVE on the DEFAULT partition (and SHARE UPDATE EXCLUSIVE on delivery_attempt). A
+# lock request waits behind every transaction using the table, and every later INSERT of an
+# attempt queues behind the request: waiting long would stall delivery. So a change gives up
+# quickly and the next run tries again; DAYS_AHEAD leaves days of room for that.
 DDL_LOCK_TIMEOUT = "500ms"
 
 # Held by each partition change until it commits, so two prunes at once (a duplicated beat
