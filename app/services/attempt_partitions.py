@@ -37,8 +37,9 @@ DAYS_AHEAD = 3
 DDL_LOCK_TIMEOUT = "500ms"
 
 # Held by each partition change until it commits, so two prunes at once (a duplicated beat
-# message) take turns, and the second sees what the first did.
-_CHANGE_LOCK = 0x6174745F70617274  # "att_part"
+# message, two beats leading for a moment) take turns, and the second sees what the first did.
+# Spelled out, so no other advisory lock in the database takes it.
+_CHANGE_LOCK = int.from_bytes(b"bmr-part", "big")
 
 _DAY_NAME = re.compile(rf"^{PARENT}_(\d{{8}})$")
 
