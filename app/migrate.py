@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 from app.db import ensure_database, make_engine
+from app.services.attempt_partitions import is_attempt_partition
 from config.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -18,6 +19,12 @@ def alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
+
+
+def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
+    """Leave the attempt log's partitions out of model comparisons: they come and go with the
+    days, and the model describes only their parent."""
+    return not (type_ == "table" and name is not None and is_attempt_partition(name))
 
 
 def upgrade_database(settings: Settings) -> None:

@@ -277,14 +277,22 @@ class DeliveryAttempt(Base):
     """One HTTP call and what the receiver answered: the response log."""
 
     __tablename__ = "delivery_attempt"
-    # Retention prunes attempts by age.
-    __table_args__ = (Index("ix_delivery_attempt_attempted_at", "attempted_at"),)
+    __table_args__ = (
+        # Retention drops a whole day at a time, and still prunes the DEFAULT partition by age.
+        Index("ix_delivery_attempt_attempted_at", "attempted_at"),
+        # One partition per UTC day (app/services/attempt_partitions.py), so retention drops a
+        # day's table instead of deleting its rows one by one.
+        {"postgresql_partition_by": "RANGE (attempted_at)"},
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     delivery_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("delivery.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # Part of the key: Postgres requires a partitioned table's key to hold the partition column.
+    attempted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True, nullable=False
+    )
     request_headers: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False)
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_headers: Mapped[dict[str, str] | None] = mapped_column(JSONB)

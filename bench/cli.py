@@ -12,7 +12,9 @@ process, and runs seven scenarios in one go:
 5. e2e: the user's path (API -> job -> signed callback) on ``boomerang up``, beside the stack a
    Flask + Celery tutorial builds: jobs/s, submit-to-receipt latency, ingest with workers running;
 6. backlog: B deliveries waiting for a retry: worker memory, sweep time, Redis queue length;
-7. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
+7. retention: R attempts past retention, dropped as daily partitions beside the batched DELETE
+   that pruned them before: time and WAL written;
+8. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
 
 Deliveries for 1-3 are made the way a finished job makes them: the real outbox
 (``app.services.outbox.publish``) writes a finished job, its message and its delivery, and the

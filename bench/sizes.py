@@ -25,6 +25,7 @@ class Sizes:
     stream_rate: int = 200
     stream_seconds: int = 10
     long_polls: int = 2_000
+    retention_rows: int = 5_000_000
 
 
 SMOKE = Sizes(
@@ -46,4 +47,5 @@ SMOKE = Sizes(
     stream_rate=20,
     stream_seconds=2,
     long_polls=40,
+    retention_rows=20_000,
 )

@@ -448,7 +448,8 @@ class Settings:
         "30",
         _parse_positive_int,
         "days",
-        "Delivery attempts and finished jobs older than this are pruned.",
+        "Delivery attempts and finished jobs older than this are pruned (attempts a whole UTC "
+        "day at a time: at most a day later).",
     )
     prune_interval_seconds: float = setting(
         "BOOMERANG_PRUNE_INTERVAL_SECONDS",

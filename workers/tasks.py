@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from app.clock import utcnow
 from app.queues import DELIVER_TASK, PRUNE_TASK, RUN_JOBS_TASK, SWEEP_TASK
+from app.services import attempt_partitions
 from app.services.retention import prune_batch
+from config.settings import Settings
 from workers.delivery.store import has_due_deliveries
 from workers.running import has_queued_jobs, requeue_stranded_jobs
+
+log = logging.getLogger(__name__)
 
 # While Postgres is unreachable a task backs off and tries again by itself. Should it run out of
 # retries, nothing is lost: the row is still in Postgres and the sweep enqueues it again.
@@ -24,6 +33,10 @@ DATABASE_OUTAGE = {
 }
 
 PRUNE_BATCHES_PER_RUN = 100
+# A partition change that gave up waiting for its lock (lock_not_available) or ran past the
+# statement timeout (query_canceled: moving a large day out of the DEFAULT partition) is tried
+# again at the next run; the rest of the pass goes on.
+GAVE_WAY = {"55P03", "57014"}
 
 
 @shared_task(name=RUN_JOBS_TASK, bind=True, **DATABASE_OUTAGE)
@@ -62,16 +75,57 @@ def sweep(self) -> dict[str, int]:
 
 @shared_task(name=PRUNE_TASK, bind=True)
 def prune(self) -> dict[str, int]:
-    """Delete rows past retention, one short transaction per batch."""
+    """Keep the attempt log's partitions ahead, drop days past retention, then delete the other
+    rows past retention in short batches."""
     ctx = self.app.boomerang
-    totals: dict[str, int] = {}
     with ctx.session_factory() as session:
-        for _ in range(PRUNE_BATCHES_PER_RUN):
-            counts = prune_batch(session, utcnow(), ctx.settings)
-            session.commit()
-            for name, count in counts.items():
-                totals[name] = totals.get(name, 0) + count
-            if max(counts.values()) < ctx.settings.prune_batch_size:
-                break
-            time.sleep(0.05)  # let other writers in between batches
+        return prune_old_rows(session, ctx.settings)
+
+
+def prune_old_rows(session: Session, settings: Settings) -> dict[str, int]:
+    """The prune task's body: one transaction per partition change and per batch."""
+    totals = maintain_attempt_partitions(session, utcnow(), settings)
+    for _ in range(PRUNE_BATCHES_PER_RUN):
+        counts = prune_batch(session, utcnow(), settings)
+        session.commit()
+        for name, count in counts.items():
+            totals[name] = totals.get(name, 0) + count
+        if max(counts.values()) < settings.prune_batch_size:
+            break
+        time.sleep(0.05)  # let other writers in between batches
     return totals
+
+
+def maintain_attempt_partitions(
+    session: Session, now: datetime, settings: Settings
+) -> dict[str, int]:
+    """Create the days ahead first, then drop the days past retention; each change commits at
+    once, so its lock on the attempt log lasts one change. A change that could not have its
+    lock in time waits for the next run."""
+    totals = {"partitions_created": 0, "partitions_dropped": 0, "partitions_skipped": 0}
+    for day in attempt_partitions.days_to_create(session, now):
+        done = _in_own_transaction(session, attempt_partitions.create_partition, day)
+        totals["partitions_created" if done else "partitions_skipped"] += 1
+    cutoff = attempt_partitions.retention_cutoff(now, settings.retention_days)
+    for name in attempt_partitions.expired_partitions(session, cutoff):
+        done = _in_own_transaction(session, attempt_partitions.drop_partition, name)
+        totals["partitions_dropped" if done else "partitions_skipped"] += 1
+    session.commit()
+    return totals
+
+
+def _in_own_transaction(
+    session: Session, change: Callable[[Session, Any], object], arg: Any
+) -> bool:
+    try:
+        change(session, arg)
+        session.commit()
+    except OperationalError as error:
+        session.rollback()
+        if getattr(error.orig, "pgcode", None) not in GAVE_WAY:
+            raise
+        log.warning(
+            "attempt partition change %s(%s) gave way: %s", change.__name__, arg, error.orig
+        )
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""Retention: delete old attempts, finished jobs and spent portal sessions in small batches."""
+"""Retention: delete finished jobs, stray old attempts and spent portal sessions in batches."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 
 from app.models import (
     Delivery,
-    DeliveryAttempt,
     DeliveryStatus,
     Job,
     JobStatus,
     Message,
     PortalSession,
 )
+from app.services.attempt_partitions import prune_default_batch, retention_cutoff
 from config.settings import Settings
 
 
@@ -34,14 +34,11 @@ def _has_pending_delivery(message_id_column):
 
 def prune_batch(session: Session, now: datetime, settings: Settings) -> dict[str, int]:
     """Delete at most one batch of each kind of old row; the counts deleted."""
-    cutoff = now - timedelta(days=settings.retention_days)
+    cutoff = retention_cutoff(now, settings.retention_days)
     batch = settings.prune_batch_size
-    old_attempts = (
-        select(DeliveryAttempt.id).where(DeliveryAttempt.attempted_at < cutoff).limit(batch)
-    )
-    attempts = _rowcount(
-        session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.id.in_(old_attempts)))
-    )
+    # Whole days of attempts go by dropping their partitions (app/services/attempt_partitions.py);
+    # only what fell into the DEFAULT partition is deleted row by row.
+    attempts = prune_default_batch(session, cutoff, batch)
     # A job goes with its messages, deliveries and attempts (ON DELETE CASCADE), unless one of
     # its deliveries is still waiting to be sent.
     old_jobs = (

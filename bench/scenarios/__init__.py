@@ -6,7 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.scenarios import backlog, dead, e2e, ingest, noisy, slow, streams, throughput
+from bench.scenarios import (
+    backlog,
+    dead,
+    e2e,
+    ingest,
+    noisy,
+    retention,
+    slow,
+    streams,
+    throughput,
+)
 from bench.stack import Bench
 
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
@@ -17,6 +27,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "e2e": e2e.run,
     "backlog": backlog.run,
     "streams": streams.run,
+    "retention": retention.run,
     # Last: its receivers hold connections until the delivery timeout.
     "dead": dead.run,
 }

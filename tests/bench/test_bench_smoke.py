@@ -14,7 +14,17 @@ from tests.support.settings import DATABASE_PREFIX
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(400)]
 
-SCENARIOS = ("throughput", "slow", "noisy", "ingest", "e2e", "backlog", "streams", "dead")
+SCENARIOS = (
+    "throughput",
+    "slow",
+    "noisy",
+    "ingest",
+    "e2e",
+    "backlog",
+    "streams",
+    "retention",
+    "dead",
+)
 
 
 def positive(figures: dict, *names: str) -> None:
@@ -112,6 +122,14 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
     for web in ("web_get_alone", "web_get_beside_long_polls"):
         assert streams[web]["errors"] == 0
         positive(streams[web], "per_second")
+
+    retention = scenarios["retention"]
+    # One pass each way takes every row past retention, and the drop takes whole days.
+    assert retention["batched_delete"]["rows"] == retention["rows"]
+    assert retention["partition_drop"]["partitions_dropped"] == retention["days"]
+    assert retention["rows_left_before"] == retention["rows_left_partitioned"] == 0
+    for way in ("batched_delete", "partition_drop"):
+        positive(retention[way], "seconds", "wal_bytes")
 
     dead = scenarios["dead"]
     for side in ("alone", "beside_dead"):
