@@ -48,10 +48,13 @@ def _as_server_user() -> dict[str, Any]:
 
 
 class PostgresServer:
-    """initdb into a temporary directory, then postgres on a free loopback port."""
+    """initdb into a temporary directory, then postgres on a free port of ``host`` (loopback
+    unless a test serves other network namespaces, which ``trusted_network`` then lets in)."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1", trusted_network: str | None = None):
         self.port = free_port()
+        self.host = host
+        self.trusted_network = trusted_network
         self.log_dir = log_dir
         self.data_dir: Path | None = None
         self.process: subprocess.Popen | None = None
@@ -59,7 +62,7 @@ class PostgresServer:
     @property
     def url(self) -> str:
         """The server, without a database (as TEST_POSTGRES_URL)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}"
+        return f"postgresql://postgres@{self.host}:{self.port}"
 
     def start(self) -> None:
         """Create the cluster, start the server and wait until it accepts connections."""
@@ -80,8 +83,12 @@ class PostgresServer:
                 cwd=home,
                 **drop,
             )
+            if self.trusted_network:
+                with open(self.data_dir / "pg_hba.conf", "a") as hba:
+                    hba.write(f"host all all {self.trusted_network} trust\n")
             command = [server_program("postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
-            command += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={home}"]
+            command += ["-c", f"listen_addresses={self.host}"]
+            command += ["-c", f"unix_socket_directories={home}"]
             # A scratch server: durability would only slow the tests down.
             command += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
             command += ["-c", "full_page_writes=off", "-c", "max_connections=200"]

@@ -15,21 +15,25 @@ from tests.support.processes import free_port, start_process, stop_process
 
 
 class RedisServer:
-    """redis-server with persistence off, its log and files in ``log_dir``."""
+    """redis-server with persistence off, its log and files in ``log_dir``, on ``host``
+    (loopback unless a test serves other network namespaces)."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1"):
         self.port = free_port()
+        self.host = host
         self.log_dir = log_dir
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         """Its database 0."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         """Start it and wait until it answers PING."""
-        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        command = ["redis-server", "--bind", self.host, "--port", str(self.port)]
+        # Without a password, protected mode refuses every client that is not on loopback.
+        command += ["--protected-mode", "no" if self.host != "127.0.0.1" else "yes"]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.log_dir)]
         self.process = start_process(command, {}, self.log_dir / "redis.log")
         deadline = time.monotonic() + 10
