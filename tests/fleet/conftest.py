@@ -24,12 +24,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from bench.outbox import _PUBLISH as PUBLISH
 from tests.faults.conftest import FAULT_ENV
 from tests.support import REPO
 from tests.support.fleet_receiver import FleetReceiver
@@ -115,7 +117,6 @@ class Host:
     env: dict[str, str]
     delivery_processes: int = 1
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    ready_at: float | None = None
 
     @property
     def address(self) -> str:
@@ -149,10 +150,14 @@ class Host:
                 if process.poll() is not None:
                     raise RuntimeError(f"{self.name} {kind} exited early:\n{self.log(kind)}")
             if all(" ready." in self.log(kind) for kind in ("jobs", "deliveries")):
-                self.ready_at = time.monotonic()
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after {timeout}s")
+
+    def ready_at(self, kind: str = "deliveries") -> float:
+        """When one of its workers said it was ready (epoch), from its log line's time."""
+        line = next(line for line in self.log(kind).splitlines() if line.endswith(" ready."))
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
     def log(self, kind: str) -> str:
         """Everything one of its processes wrote."""
@@ -201,6 +206,7 @@ class Account:
     """The test's tenant, and the callback it registered."""
 
     api_key: str
+    tenant_id: str
     path: str = ""
     callback_id: str = ""
 
@@ -302,6 +308,33 @@ class Fleet:
 
         with ThreadPoolExecutor(8) as pool:
             return list(pool.map(one, range(count)))
+
+    def publish(self, count: int) -> list[str]:
+        """``count`` finished echo jobs with their events and pending deliveries to the
+        callback, written in one statement as the outbox writes them (the API would take
+        longer than the delivery it feeds); their job ids. No wake is sent: the next sweep,
+        every 0.5 s on every host, wakes a drain."""
+        rows = self.sql(
+            PUBLISH,
+            tenants=[self.account.tenant_id] * count,
+            callbacks=[self.account.callback_id] * count,
+        )
+        message_ids = [str(row[0]) for row in rows]
+        return [
+            str(row[0])
+            for row in self.sql(
+                "SELECT job_id FROM message WHERE id = ANY(CAST(:ids AS uuid[]))", ids=message_ids
+            )
+        ]
+
+    def wait_until_unique(self, count: int, timeout: float = 120) -> None:
+        """Block until ``count`` distinct events were accepted at the callback (cheap to poll
+        while thousands arrive)."""
+        deadline = time.monotonic() + timeout
+        while self.receiver.stats(self.account.path)["unique"] < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} events arrived in {timeout}s")
+            time.sleep(0.2)
 
     # -- what happened -----------------------------------------------------------------------
 
@@ -442,7 +475,7 @@ def fleet(fleet_network: FleetNetwork, tmp_path: Path) -> Iterator[Fleet]:
     fleet_network.redis_server.flushall()
     fleet_network.api.sql("TRUNCATE fleet_audit")
     created = fleet_network.api.create_tenant(tmp_path.name[:40])
-    fleet = Fleet(fleet_network, tmp_path, Account(api_key=created["api_key"]))
+    fleet = Fleet(fleet_network, tmp_path, Account(created["api_key"], created["tenant_id"]))
     try:
         yield fleet
     finally:

@@ -5,6 +5,7 @@ carried the same webhook-id."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import pytest
 
@@ -113,4 +114,175 @@ def test_a_host_killed_mid_burst_has_its_leases_finished_by_the_others_within_on
     assert taken_over_at - killed_at <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS
     # A 2 s sleep job it was running starts again from the beginning.
     assert recovery <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS + (2.5 if held["jobs"] else 1.0)
+    fleet.assert_settled()
+
+
+def wait_for(predicate, timeout: float, message: str):
+    """Poll ``predicate`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def running_a_job(fleet: Fleet, hosts: list[Host]) -> Host | None:
+    """Of ``hosts``, the one holding the most delivery leases among those running a job."""
+    holding = [host for host in hosts if held_by(fleet, host)["jobs"]]
+    return max(holding, key=lambda h: len(held_by(fleet, h)["deliveries"]), default=None)
+
+
+def test_a_partitioned_host_writes_nothing_while_cut_off_and_its_stale_results_are_refused(
+    fleet: Fleet,
+):
+    fleet.register("/cut", max_concurrency=1000)
+    fleet.receiver.behave("/cut", delay_seconds=0.3)
+    hosts = fleet.add_hosts(3)
+    job_ids = fleet.submit(300)
+    wait_for(lambda: fleet.receiver.stats("/cut")["count"] >= 60, 60, "the burst to start")
+    # The cut-off host is running one when the link goes down: its next progress report (they
+    # come every second) waits for Postgres until the link is back, and is then refused.
+    job_ids += fleet.submit(3, "sleep", seconds=8)
+    victim = wait_for(lambda: running_a_job(fleet, hosts), 10, "a host running a sleep job")
+
+    victim.cut_off()
+    cut_at = time.time()
+    held = held_by(fleet, victim)
+    time.sleep(2 * LEASE_SECONDS)
+    healed_at = time.time()
+    victim.reconnect()
+
+    fleet.wait_until_received(job_ids)
+    finished_at = wait_until_finished(fleet, held)
+    figures = fleet.tally(job_ids)
+    # Nothing from the cut-off host reached Postgres while it was cut off (a statement already
+    # on its way when the link went down may land a moment later).
+    written = [
+        (kind, at)
+        for kind in ("delivery.lease", "delivery.settle", "attempt", "job.claim", "job.finish")
+        for host, _, _, at in fleet.audit(kind, cut_at + 0.2)
+        if host == victim.address and at < healed_at
+    ]
+    # What it held was finished by the others, and none of its stale results counted.
+    finishes = fleet.audit("job.finish")
+    stale_job_finishes = [
+        item for host, item, _, _ in finishes if item in held["jobs"] and host == victim.address
+    ]
+    stale_settles = [
+        item
+        for host, item, _, at in fleet.audit("delivery.settle", healed_at)
+        if item in held["deliveries"] and host == victim.address
+    ]
+    refused = victim.log("jobs").count("lease lost")
+    record_figures(
+        "a host partitioned for two leases mid-burst",
+        figures,
+        finished_at - healed_at,
+        hosts=3,
+        partition_seconds=round(healed_at - cut_at, 2),
+        held_deliveries=len(held["deliveries"]),
+        held_jobs=len(held["jobs"]),
+        writes_while_cut_off=len(written),
+        stale_results_refused=refused,
+    )
+    assert written == []
+    assert held["jobs"], "the cut-off host was running no job"
+    assert stale_job_finishes == []
+    assert stale_settles == []
+    # Its sleep job went on reporting progress after the heal, and was told it had lost it.
+    wait_for(lambda: "lease lost" in victim.log("jobs"), 30, "the stale job to be refused")
+    assert figures.lost == 0
+    assert figures.jobs_finished_twice == 0
+    assert figures.unique == figures.submitted
+    fleet.assert_settled(timeout=60)
+
+
+def scheduler(fleet: Fleet) -> tuple[Host, bool]:
+    """The host whose beat holds an advisory lock (the leader, where beat is leader-elected),
+    and True; where every host's beat schedules, the first host, and False."""
+    holders = fleet.sql(
+        "SELECT DISTINCT host(a.client_addr) FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND a.client_addr IS NOT NULL"
+    )
+    addresses = {host.address for host in fleet.hosts}
+    for (address,) in holders:
+        if address in addresses:
+            return fleet.host_at(address), True
+    return fleet.hosts[0], False
+
+
+def sweep_times(host: Host, since: float) -> list[float]:
+    """When the host's delivery worker finished each sweep after ``since`` (epoch)."""
+    times = []
+    for line in host.log("deliveries").splitlines():
+        if "boomerang.sweep[" in line and " succeeded in " in line:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if at >= since:
+                times.append(at)
+    return times
+
+
+def test_when_the_scheduler_host_dies_retries_and_the_recovery_sweep_still_fire_on_time(
+    fleet: Fleet,
+):
+    fleet.register("/scheduled", max_concurrency=1000)
+    # Every event's first attempt fails: each needs a retry, due 1 s later.
+    fleet.receiver.behave("/scheduled", fail_first=1)
+    fleet.add_hosts(3)
+    victim, leader_elected = scheduler(fleet)
+    sleepers = fleet.submit(6, "sleep", seconds=3)
+    wait_for(lambda: held_by(fleet, victim)["jobs"], 15, "the scheduler host to run a job")
+
+    victim.kill()
+    killed_at = time.time()
+    stranded = {
+        str(job_id): float(lease_end)
+        for job_id, lease_end in fleet.sql(
+            "SELECT id, extract(epoch FROM locked_until) FROM job "
+            "WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'running'",
+            ids=list(held_by(fleet, victim)["jobs"]),
+        )
+    }
+    echoes = fleet.submit(30)
+    fleet.wait_until_received(sleepers + echoes)
+    figures = fleet.tally(sleepers + echoes)
+    survivors = [host for host in fleet.hosts if host is not victim]
+
+    # The recovery sweep: each job the dead host was running was queued again soon after its
+    # lease ran out, by a sweep only the surviving hosts' beat can have scheduled.
+    requeued = {item: at for _, item, _, at in fleet.audit("job.requeue", killed_at)}
+    requeue_delays = [requeued[job] - lease_end for job, lease_end in stranded.items()]
+    # The periodic sweep itself never paused for long.
+    sweeps = sorted(at for host in survivors for at in sweep_times(host, killed_at))
+    sweep_gaps = [b - a for a, b in zip([killed_at, *sweeps], sweeps, strict=False)]
+    # Retries: each echo's event failed once and came again on schedule.
+    arrivals: dict[str, list[float]] = {}
+    for record in fleet.receiver.records("/scheduled"):
+        if record["job_id"] in echoes:
+            arrivals.setdefault(record["webhook_id"], []).append(record["at"])
+    retry_gaps = [times[1] - times[0] for times in arrivals.values() if len(times) > 1]
+    record_figures(
+        "the scheduler's host SIGKILLed",
+        figures,
+        max(sweep_gaps),
+        hosts=3,
+        leader_elected=leader_elected,
+        stranded_jobs=len(stranded),
+        max_requeue_after_lease_seconds=round(max(requeue_delays), 2),
+        sweeps_after_kill=len(sweeps),
+        max_retry_gap_seconds=round(max(retry_gaps), 2),
+    )
+    assert stranded, "the scheduler host was running no job"
+    assert set(stranded) <= set(requeued)
+    assert max(requeue_delays) <= TAKEOVER_SLACK_SECONDS
+    assert max(sweep_gaps) <= 2.0
+    assert len(retry_gaps) == len(echoes)
+    # Due 1 s (jitter 10 %) after the failure; a sweep every 0.5 s wakes a drain for it.
+    assert max(retry_gaps) <= 1.1 + TAKEOVER_SLACK_SECONDS
+    assert figures.lost == 0
+    assert figures.jobs_finished_twice == 0
+    assert figures.unique == figures.submitted
     fleet.assert_settled()

@@ -18,7 +18,8 @@ The control API, on the same port (``FleetReceiver`` is its client):
 - ``POST /_behave`` with ``{"path", "delay_seconds", "status", "status_seconds",
   "fail_first"}``: from now on requests to ``path`` (or, for a path ending in ``/``, under it)
   wait ``delay_seconds`` and answer ``status`` for ``status_seconds`` (then 200; without it,
-  always), and each webhook-id's first ``fail_first`` requests get 503.
+  always), and each webhook-id's first ``fail_first`` requests get 500 (an error that, unlike
+  503, does not tell the sender to slow down).
 - ``POST /_reset``: forget every record and behaviour.
 """
 
@@ -54,7 +55,7 @@ class Behaviour:
     def status_now(self, earlier_tries: int) -> int:
         """The status for a request whose webhook-id came ``earlier_tries`` times before."""
         if earlier_tries < self.fail_first:
-            return 503
+            return 500
         if self.status_until is not None and time.time() >= self.status_until:
             return 200
         return self.status
