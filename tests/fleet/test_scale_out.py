@@ -1,0 +1,113 @@
+"""Hosts added: one that joins a burst takes work at once, and three hosts deliver I/O-bound work
+about three times as fast as one."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fleet.conftest import Fleet, record_figures
+
+pytestmark = pytest.mark.fleet
+
+# Each host's delivery process keeps this many attempts in flight: with a receiver that takes
+# 0.5 s, a host delivers at most twice this many a second, so hosts, not the callback, set the
+# pace. At most BOOMERANG_CALLBACK_CONCURRENCY (128): one process never holds more of one
+# callback than that, whatever the callback's own max_concurrency (workers/delivery/drain.py
+# sizes its LaneLimits by the setting).
+JOIN_CONCURRENCY = "20"
+SCALE_CONCURRENCY = "120"
+SCALE_DELIVERIES = 6000
+# Enough to grow the callback's learned limit (8, one more per answer) past three hosts' worth,
+# so that neither timed run pays for its growth.
+WARM_UP_DELIVERIES = 400
+
+
+def test_a_host_that_joins_mid_burst_takes_work_within_a_second(fleet: Fleet):
+    fleet.register("/joined", max_concurrency=1000)
+    fleet.receiver.behave("/joined", delay_seconds=0.5)
+    fleet.add_hosts(2, BOOMERANG_DELIVERY_CONCURRENCY=JOIN_CONCURRENCY)
+    # Two hosts deliver 80 a second here: about 15 s of work, longer than a host takes to start.
+    job_ids = fleet.publish(1200)
+    started_at = time.time()
+    fleet.wait_until_unique(80, timeout=30)
+
+    joined = fleet.add_host(BOOMERANG_DELIVERY_CONCURRENCY=JOIN_CONCURRENCY)
+    ready_at = joined.ready_at()
+    deadline = time.monotonic() + 30
+    first_seen = None
+    while first_seen is None and time.monotonic() < deadline:
+        sent = [r["at"] for r in fleet.receiver.records("/joined") if r["host"] == joined.address]
+        first_seen = min(sent) if sent else None
+        time.sleep(0.1)
+    assert first_seen is not None, "the new host never sent anything"
+    left_at_join = len(job_ids) - len(
+        {r["job_id"] for r in fleet.receiver.records("/joined") if r["at"] <= ready_at}
+    )
+
+    last_at = fleet.wait_until_received(job_ids)
+    figures = fleet.tally(job_ids)
+    took_work_after = first_seen - ready_at
+    record_figures(
+        "a host joins mid-burst",
+        figures,
+        took_work_after,
+        hosts=3,
+        left_at_join=left_at_join,
+        burst_seconds=round(last_at - started_at, 2),
+        sent_by_new_host=sum(
+            1 for r in fleet.receiver.records("/joined") if r["host"] == joined.address
+        ),
+    )
+    assert left_at_join > 0, "the burst was over before the host joined"
+    assert took_work_after <= 1.0
+    assert figures.lost == 0
+    assert figures.jobs_finished_twice == 0
+    assert figures.unique == figures.submitted
+    fleet.assert_settled()
+
+
+def timed_run(fleet: Fleet, already: int) -> tuple[float, list[str]]:
+    """Publish the scale-out burst; seconds from its commit to the last event's arrival, and
+    its job ids."""
+    job_ids = fleet.publish(SCALE_DELIVERIES)
+    committed_at = time.time()
+    fleet.wait_until_unique(already + SCALE_DELIVERIES, timeout=120)
+    return fleet.wait_until_received(job_ids) - committed_at, job_ids
+
+
+def test_three_hosts_deliver_slow_receivers_faster_than_one(fleet: Fleet):
+    fleet.register("/scale", max_concurrency=10000)
+    fleet.receiver.behave("/scale", delay_seconds=0.5)
+    env = {
+        "BOOMERANG_DELIVERY_CONCURRENCY": SCALE_CONCURRENCY,
+        # The tenant's fleet-wide ceiling on attempts per second would cap three hosts.
+        "BOOMERANG_TENANT_ATTEMPTS_PER_SECOND": "0",
+    }
+    fleet.add_hosts(1, **env)
+    warm_up = fleet.publish(WARM_UP_DELIVERIES)
+    fleet.wait_until_received(warm_up)
+
+    one_host, first = timed_run(fleet, WARM_UP_DELIVERIES)
+    fleet.add_hosts(2, **env)
+    three_hosts, second = timed_run(fleet, WARM_UP_DELIVERIES + SCALE_DELIVERIES)
+
+    figures = fleet.tally(warm_up + first + second)
+    speed_up = one_host / three_hosts
+    stats = fleet.receiver.stats("/scale")
+    record_figures(
+        "scale-out, 6,000 deliveries to a 0.5 s receiver, 1 host then 3",
+        figures,
+        0.0,
+        one_host_seconds=round(one_host, 2),
+        three_hosts_seconds=round(three_hosts, 2),
+        speed_up=round(speed_up, 2),
+        peak_in_flight=stats["peak_in_flight"],
+        concurrency_per_host=int(SCALE_CONCURRENCY),
+    )
+    print(f"scale-out speed-up, 1 host to 3: {speed_up:.2f}x ({one_host:.1f}s, {three_hosts:.1f}s)")
+    assert figures.lost == 0
+    assert figures.unique == figures.submitted
+    assert speed_up > 1.5
+    fleet.assert_settled()
