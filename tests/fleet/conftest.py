@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import Engine, create_engine, text
 
 from bench.outbox import _PUBLISH as PUBLISH
 from tests.faults.conftest import FAULT_ENV
@@ -135,21 +136,23 @@ class Host:
             commands[kind] = self.namespace.command(command)
         return commands
 
-    def start(self) -> None:
-        """Start its processes; ``wait_ready`` waits for them."""
+    def start(self, kinds: tuple[str, ...] = HOST_PROCESSES) -> None:
+        """Start its processes (or some of them); ``wait_ready`` waits for them."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**self.env, "BOOMERANG_METRICS_DIR": str(self.log_dir / "metrics")}
         for kind, command in self.commands().items():
-            self.processes[kind] = start_process(command, env, self.log_dir / f"{kind}.log")
+            if kind in kinds:
+                self.processes[kind] = start_process(command, env, self.log_dir / f"{kind}.log")
 
     def wait_ready(self, timeout: float = 90) -> None:
-        """Block until both workers logged that they are ready (beat needs no wait)."""
+        """Block until its workers logged that they are ready (beat needs no wait)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for kind, process in self.processes.items():
                 if process.poll() is not None:
                     raise RuntimeError(f"{self.name} {kind} exited early:\n{self.log(kind)}")
-            if all(" ready." in self.log(kind) for kind in ("jobs", "deliveries")):
+            workers = [kind for kind in ("jobs", "deliveries") if kind in self.processes]
+            if all(" ready." in self.log(kind) for kind in workers):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not ready after {timeout}s")
@@ -232,13 +235,17 @@ class Fleet:
         self.account = account
         self.hosts: list[Host] = []
         self._next_host = 1
+        self._engine: Engine | None = None
 
     @property
     def receiver(self) -> FleetReceiver:
         return self.shared.receiver
 
-    def add_host(self, wait: bool = True, **env: str) -> Host:
-        """A new host (namespace and processes), ready unless ``wait`` is False."""
+    def add_host(
+        self, wait: bool = True, kinds: tuple[str, ...] = HOST_PROCESSES, **env: str
+    ) -> Host:
+        """A new host (namespace and processes, all or ``kinds``), ready unless ``wait`` is
+        False."""
         number = self._next_host
         self._next_host += 1
         namespace = self.shared.network.add(f"h{number}", 10 + number)
@@ -251,14 +258,16 @@ class Fleet:
             delivery_processes=processes,
         )
         self.hosts.append(host)
-        host.start()
+        host.start(kinds)
         if wait:
             host.wait_ready()
         return host
 
-    def add_hosts(self, count: int, **env: str) -> list[Host]:
+    def add_hosts(
+        self, count: int, kinds: tuple[str, ...] = HOST_PROCESSES, **env: str
+    ) -> list[Host]:
         """``count`` hosts started side by side, all ready."""
-        hosts = [self.add_host(wait=False, **env) for _ in range(count)]
+        hosts = [self.add_host(wait=False, kinds=kinds, **env) for _ in range(count)]
         for host in hosts:
             host.wait_ready()
         return hosts
@@ -269,6 +278,8 @@ class Fleet:
             host.namespace.reconnect()
             host.kill()
             self.shared.network.delete(host.namespace)
+        if self._engine is not None:
+            self._engine.dispose()
 
     def host_at(self, address: str) -> Host:
         """The host with this address."""
@@ -340,7 +351,12 @@ class Fleet:
 
     def sql(self, statement: str, **params: object) -> list:
         """One committed statement on the fleet's database; its rows."""
-        return self.shared.api.sql(statement, **params)
+        if self._engine is None:
+            url = self.shared.api.database_url
+            self._engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+        with self._engine.begin() as conn:
+            result = conn.execute(text(statement), params)
+            return list(result) if result.returns_rows else []
 
     def audit(self, kind: str, since: float = 0.0) -> list[tuple[str, str, str | None, float]]:
         """The audit's rows of one kind since an epoch time: (host, item, lease, epoch at)."""

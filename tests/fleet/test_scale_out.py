@@ -85,12 +85,20 @@ def test_three_hosts_deliver_slow_receivers_faster_than_one(fleet: Fleet):
         # The tenant's fleet-wide ceiling on attempts per second would cap three hosts.
         "BOOMERANG_TENANT_ATTEMPTS_PER_SECOND": "0",
     }
-    fleet.add_hosts(1, **env)
+    # Three hosts up at once, but only the first with its delivery worker for now.
+    hosts = [fleet.add_host(wait=False, **env)]
+    others = [fleet.add_host(wait=False, kinds=("jobs", "beat"), **env) for _ in range(2)]
+    for host in hosts + others:
+        host.wait_ready()
     warm_up = fleet.publish(WARM_UP_DELIVERIES)
     fleet.wait_until_received(warm_up)
 
     one_host, first = timed_run(fleet, WARM_UP_DELIVERIES)
-    fleet.add_hosts(2, **env)
+    # The other two hosts were up all along; their delivery workers join now.
+    for host in others:
+        host.start(("deliveries",))
+    for host in others:
+        host.wait_ready()
     three_hosts, second = timed_run(fleet, WARM_UP_DELIVERIES + SCALE_DELIVERIES)
 
     figures = fleet.tally(warm_up + first + second)
