@@ -338,6 +338,13 @@ class Fleet:
             )
         ]
 
+    def pending(self) -> int:
+        """The callback's deliveries not yet succeeded."""
+        return self.sql(
+            "SELECT count(*) FROM delivery WHERE callback_id = :id AND status = 'pending'",
+            id=self.account.callback_id,
+        )[0][0]
+
     def wait_until_unique(self, count: int, timeout: float = 120) -> None:
         """Block until ``count`` distinct events were accepted at the callback (cheap to poll
         while thousands arrive)."""
@@ -429,6 +436,17 @@ class Fleet:
         assert ends == [], f"jobs that ended twice: {ends}"
 
 
+def wait_for(predicate, timeout: float, message: str):
+    """Poll ``predicate`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
 def record_figures(name: str, figures: Tally, recovery_seconds: float, **extra: Any) -> None:
     """Append one scenario's figures to the fleet figures file, and print them."""
     row = {
@@ -452,6 +470,7 @@ def fleet_network(tmp_path_factory, worker_id) -> Iterator[FleetNetwork]:
             pytest.fail(f"REQUIRE_FLEET_TESTS=1 but {reason}")
         pytest.skip(reason)
     log_dir = tmp_path_factory.mktemp("fleet")
+    Network.remove_stale()
     network = Network.create()
     started: list[Any] = []
     try:

@@ -11,10 +11,12 @@ second, which is what a test of per-callback limits across hosts reads.
 The control API, on the same port (``FleetReceiver`` is its client):
 
 - ``GET /_stats?path=P``: ``{"count", "accepted", "unique", "duplicates", "in_flight",
-  "peak_in_flight", "per_second": {"<epoch second>": n}, "by_host": {"<address>": n}}``;
-  without ``path``, over every path.
-- ``GET /_records?path=P``: ``{"records": [{"at", "path", "webhook_id", "job_id", "host",
-  "status"}]}`` in arrival order.
+  "peak_in_flight", "busiest_second", "per_second": {"<epoch second>": n}, "by_host":
+  {"<address>": n}}``; without ``path``, over every path. ``peak_in_flight`` is the most
+  requests held at once (for several paths, the largest of theirs); ``busiest_second`` the most
+  arrivals in any one-second window, as ``app.receiver.busiest_second`` counts them.
+- ``GET /_records?path=P``: ``{"records": [{"at", "answered_at", "path", "webhook_id",
+  "job_id", "host", "status"}]}`` in arrival order (``answered_at`` is 0 while held).
 - ``POST /_behave`` with ``{"path", "delay_seconds", "status", "status_seconds",
   "fail_first"}``: from now on requests to ``path`` (or, for a path ending in ``/``, under it)
   wait ``delay_seconds`` and answer ``status`` for ``status_seconds`` (then 200; without it,
@@ -38,6 +40,7 @@ from typing import Any
 import requests
 from aiohttp import web
 
+from app.receiver import Received, busiest_second
 from tests.support import BIN
 from tests.support.processes import start_process, stop_process
 
@@ -96,21 +99,22 @@ class Recorder:
         behaviour = self.behaviour_for(request.path)
         status = behaviour.status_now(log.tries[webhook_id])
         log.tries[webhook_id] += 1
-        log.records.append(
-            {
-                "at": arrived,
-                "path": request.path,
-                "webhook_id": webhook_id,
-                "job_id": _job_id(body),
-                "host": request.remote,
-                "status": status,
-            }
-        )
+        record = {
+            "at": arrived,
+            "answered_at": 0.0,
+            "path": request.path,
+            "webhook_id": webhook_id,
+            "job_id": _job_id(body),
+            "host": request.remote,
+            "status": status,
+        }
+        log.records.append(record)
         try:
             if behaviour.delay_seconds:
                 await asyncio.sleep(behaviour.delay_seconds)
         finally:
             log.in_flight -= 1
+            record["answered_at"] = time.time()
         return web.json_response({"ok": 200 <= status < 300}, status=status)
 
     def _logs(self, request: web.Request) -> list[PathLog]:
@@ -135,6 +139,9 @@ class Recorder:
                 "duplicates": len(accepted) - unique,
                 "in_flight": sum(log.in_flight for log in logs),
                 "peak_in_flight": max((log.peak_in_flight for log in logs), default=0),
+                "busiest_second": busiest_second(
+                    [Received(r["path"], {}, b"", r["at"]) for r in records]
+                ),
                 "per_second": {str(second): n for second, n in sorted(per_second.items())},
                 "by_host": dict(Counter(r["host"] for r in records)),
             }

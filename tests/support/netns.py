@@ -10,8 +10,9 @@ Cutting a host off sets the bridge's end of its veth down: packets to and from i
 as in a real partition (nothing is refused at once), until it is set up again.
 
 Everything made here is removed by ``Network.remove`` (namespaces, their processes, veths, the
-bridge), which the fixtures call however the test ended. Needs root and iproute2's ``ip``;
-``unavailable`` says why not when they are missing.
+bridge), which the fixtures call however the test ended. A run killed before it could clean up
+leaves its bridge labelled with its pid; ``remove_stale`` removes what such a run left. Needs
+root and iproute2's ``ip``; ``unavailable`` says why not when they are missing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pathlib import Path
 # Every name made here starts with this, then the network's number: "bmf17b", "bmf17h2".
 PREFIX = "bmf"
 SUBNET = "10.231"
+# The bridge's alias: who made it, so a later run can tell a dead run's leftovers from a live one.
+OWNER = "boomerang fleet tests, pid "
 
 
 def unavailable() -> str | None:
@@ -123,6 +126,7 @@ class Network:
             except RuntimeError:
                 continue  # another run took it meanwhile
             try:
+                ip("link", "set", "dev", network.bridge, "alias", f"{OWNER}{os.getpid()}")
                 ip("addr", "add", f"{network.address}/24", "dev", network.bridge)
                 ip("link", "set", network.bridge, "up")
             except BaseException:
@@ -130,6 +134,25 @@ class Network:
                 raise
             return network
         raise RuntimeError(f"no free /24 left in {SUBNET}.0.0/16")
+
+    @classmethod
+    def remove_stale(cls) -> list[int]:
+        """Remove the networks (namespaces, processes, bridge) of runs that died without
+        cleaning up; their numbers."""
+        removed = []
+        for alias in Path("/sys/class/net").glob(f"{PREFIX}*b/ifalias"):
+            owner = alias.read_text().strip()
+            if not owner.startswith(OWNER) or Path(f"/proc/{owner.removeprefix(OWNER)}").exists():
+                continue
+            network = cls(int(alias.parent.name.removeprefix(PREFIX).removesuffix("b")))
+            for line in ip("netns", "list").splitlines():
+                name = line.split(" ", 1)[0]
+                rest = name.removeprefix(f"{PREFIX}{network.number}")
+                if rest != name and rest[:1].isalpha():  # bmf17h2 is network 17's, bmf171h2 not
+                    network.namespaces[name] = Namespace(name, "", name)
+            network.remove()
+            removed.append(network.number)
+        return removed
 
     @property
     def bridge(self) -> str:
