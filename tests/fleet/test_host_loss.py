@@ -244,6 +244,8 @@ def test_when_the_scheduler_host_dies_retries_and_the_recovery_sweep_still_fire_
     }
     echoes = fleet.submit(30)
     fleet.wait_until_received(sleepers + echoes)
+    # Where beat is leader-elected, a surviving host's beat leads now.
+    successor, _ = scheduler(fleet)
     figures = fleet.tally(sleepers + echoes)
     survivors = [host for host in fleet.hosts if host is not victim]
 
@@ -266,12 +268,15 @@ def test_when_the_scheduler_host_dies_retries_and_the_recovery_sweep_still_fire_
         max(sweep_gaps),
         hosts=3,
         leader_elected=leader_elected,
+        new_leader=successor.name if leader_elected else None,
         stranded_jobs=len(stranded),
         max_requeue_after_lease_seconds=round(max(requeue_delays), 2),
         sweeps_after_kill=len(sweeps),
         max_retry_gap_seconds=round(max(retry_gaps), 2),
     )
     assert stranded, "the scheduler host was running no job"
+    if leader_elected:
+        assert successor is not victim
     assert set(stranded) <= set(requeued)
     assert max(requeue_delays) <= TAKEOVER_SLACK_SECONDS
     # Sweeps come every 0.5 s; a leader-elected beat also needs a moment to replace its leader.
