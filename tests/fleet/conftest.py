@@ -116,6 +116,7 @@ class Host:
     namespace: Namespace
     log_dir: Path
     env: dict[str, str]
+    # One delivery process a host: scale-out is counted in hosts.
     delivery_processes: int = 1
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -249,14 +250,7 @@ class Fleet:
         number = self._next_host
         self._next_host += 1
         namespace = self.shared.network.add(f"h{number}", 10 + number)
-        processes = int(env.pop("delivery_processes", "1"))
-        host = Host(
-            f"h{number}",
-            namespace,
-            self.log_dir / f"h{number}",
-            {**self.shared.env, **env},
-            delivery_processes=processes,
-        )
+        host = Host(f"h{number}", namespace, self.log_dir / f"h{number}", self.shared.env | env)
         self.hosts.append(host)
         host.start(kinds)
         if wait:
@@ -323,8 +317,8 @@ class Fleet:
     def publish(self, count: int) -> list[str]:
         """``count`` finished echo jobs with their events and pending deliveries to the
         callback, written in one statement as the outbox writes them (the API would take
-        longer than the delivery it feeds); their job ids. No wake is sent: the next sweep,
-        every 0.5 s on every host, wakes a drain."""
+        longer than the delivery it feeds); their job ids. No wake is sent: the next sweep
+        (every 0.5 s) wakes a drain."""
         rows = self.sql(
             PUBLISH,
             tenants=[self.account.tenant_id] * count,
