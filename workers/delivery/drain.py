@@ -130,7 +130,8 @@ class Dispatcher:
             [
                 Answer(sent.claimed, sent.result, asked_to_wait(sent.result, sent.attempted_at))
                 for sent in finished
-            ]
+            ],
+            self.lanes,
         )
         return records
 
@@ -311,7 +312,7 @@ class _Drain:
             admitted, waiting, due_at = self.dispatcher.ceiling.admit(claimed)
             if waiting:
                 self.put_back(waiting, due_at - time.time())
-            admission = self.dispatcher.shared_lanes.admit(admitted)
+            admission = self.dispatcher.shared_lanes.admit(admitted, self.lanes)
             if admission.wait_for_slot:
                 put_back(self.session, admission.wait_for_slot)
             for seconds, items in admission.wait_seconds.items():

@@ -35,7 +35,8 @@ def struggling(result: HttpResult) -> bool:
 
 
 class LaneLimits:
-    """The learned in-flight limit of each lane, between 1 and ``ceiling``."""
+    """The learned in-flight limit of each lane, between 1 and its cap: ``ceiling``, unless the
+    callback sets its own max_concurrency."""
 
     def __init__(self, ceiling: int, initial: int = INITIAL_LIMIT) -> None:
         self.ceiling = ceiling
@@ -52,7 +53,8 @@ class LaneLimits:
 
     def set(self, lane: str, limit: int) -> None:
         """Take a limit learned elsewhere (the fleet's, from Redis)."""
-        self._remember(lane, max(1, min(self.ceiling, limit)))
+        # Not capped at ``ceiling``: a callback's own max_concurrency may be higher.
+        self._remember(lane, max(1, limit))
 
     def heard(self, lane: str, result: HttpResult, cap: int | None = None) -> int:
         """Learn from one attempt's outcome (never growing past ``cap``); the new limit."""
@@ -60,7 +62,7 @@ class LaneLimits:
         if struggling(result):
             updated = max(1, current // 2)
         elif result.status is not None:
-            updated = min(cap or self.ceiling, self.ceiling, current + 1)
+            updated = min(cap or self.ceiling, current + 1)
         else:
             updated = current  # refused by our own guard or too large: says nothing of the lane
         self._remember(lane, updated)

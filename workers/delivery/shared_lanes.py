@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -97,7 +97,8 @@ return {admitted, limit, busy + admitted, tostring(wait)}
 """.replace("FORGET_SECONDS", str(FORGET_SECONDS))
 
 # KEYS: state hash, in-flight sorted set. ARGV: cap, initial limit, answers, struggling answers,
-# seconds to pause (0: none), then the members that came back. Returns the lane's new limit.
+# seconds to pause (0: none), then the members that came back. Returns the lane's new limit and
+# the attempts still in flight.
 _HEARD = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
@@ -123,7 +124,7 @@ if pause > 0 and now + pause > (tonumber(state[3]) or 0) then
   redis.call('HSET', KEYS[1], 'paused_until', tostring(now + pause))
 end
 redis.call('EXPIRE', KEYS[1], FORGET_SECONDS)
-return limit
+return {limit, redis.call('ZCARD', KEYS[2])}
 """.replace("CUT_WINDOW_SECONDS", repr(CUT_WINDOW_SECONDS)).replace(
     "FORGET_SECONDS", str(FORGET_SECONDS)
 )
@@ -191,8 +192,11 @@ class SharedLanes:
             del self._held[lane]
         return list(self._held)
 
-    def admit(self, claimed: Sequence[ClaimedDelivery]) -> Admission:
-        """Split a claim by what each lane allows across the fleet now."""
+    def admit(
+        self, claimed: Sequence[ClaimedDelivery], in_flight: Mapping[str, int] | None = None
+    ) -> Admission:
+        """Split a claim by what each lane allows across the fleet now. ``in_flight`` is what
+        this process already has in flight per lane (it sizes the next claim; see ``_learn``)."""
         if not claimed or not self.shared:
             return Admission(admitted=list(claimed))
         by_lane = _by_lane(claimed)
@@ -217,11 +221,10 @@ class SharedLanes:
             self._fail()
             return Admission(admitted=list(claimed))
         admission = Admission()
-        for (lane, items), (count, limit, _busy, wait) in zip(
-            by_lane.items(), answers, strict=True
-        ):
+        for (lane, items), (count, limit, busy, wait) in zip(by_lane.items(), answers, strict=True):
             count, wait_seconds = int(count), float(wait)
-            self.local.set(lane, int(limit))
+            mine = (in_flight or {}).get(lane, 0) + count if in_flight is not None else None
+            self._learn(lane, int(limit), int(busy), mine)
             admission.admitted += items[:count]
             rest = items[count:]
             if not rest:
@@ -234,8 +237,9 @@ class SharedLanes:
                 self._held[lane] = time.monotonic() + FULL_RECHECK_SECONDS
         return admission
 
-    def heard(self, answers: Sequence[Answer]) -> None:
-        """Free the slots of the attempts that came back and learn from their outcomes."""
+    def heard(self, answers: Sequence[Answer], in_flight: Mapping[str, int] | None = None) -> None:
+        """Free the slots of the attempts that came back and learn from their outcomes.
+        ``in_flight`` is what this process still has in flight per lane."""
         for answer in answers:
             cap, _ = _limits_of(answer.claimed, self.settings)
             self.local.heard(answer.claimed.lane, answer.result, cap)
@@ -262,14 +266,24 @@ class SharedLanes:
                 client=pipeline,
             )
         try:
-            limits = pipeline.execute()
+            states = pipeline.execute()
         except redis.RedisError:
             self._fail()
             return
-        for lane, limit in zip(by_lane, limits, strict=True):
-            self.local.set(lane, int(limit))
+        for lane, (limit, busy) in zip(by_lane, states, strict=True):
+            mine = (in_flight or {}).get(lane, 0) if in_flight is not None else None
+            self._learn(lane, int(limit), int(busy), mine)
             if lane in self._held and self._held[lane] - time.monotonic() <= FULL_RECHECK_SECONDS:
                 del self._held[lane]  # a slot just came free
+
+    def _learn(self, lane: str, limit: int, busy: int, mine: int | None) -> None:
+        """Keep the fleet's word locally. Knowing what this process holds, keep its share (the
+        limit less what other processes hold), so its next claim leases about what the fleet
+        will admit rather than leasing a whole limit and putting most of it back."""
+        if mine is None:
+            self.local.set(lane, limit)
+        else:
+            self.local.set(lane, limit - max(0, busy - mine))
 
     def _fail(self) -> None:
         log.warning("shared lane limits: Redis unavailable, each process uses its own for a while")

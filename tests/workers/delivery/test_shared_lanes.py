@@ -60,6 +60,32 @@ def test_the_cap_counts_every_processs_attempts_and_frees_a_slot_per_answer(sett
     assert second.admit(theirs).admitted == theirs
 
 
+def test_each_process_sizes_its_next_claim_by_its_share_of_what_the_fleet_allows(settings):
+    first, second = process(settings), process(settings)
+    callback = uuid.uuid4()
+    lane = str(callback)
+    mine = [claimed(callback) for _ in range(5)]
+    assert first.admit(mine, {}).admitted == mine
+    # The fleet's limit is 8 and the first process holds 5: the second may claim 3 more.
+    theirs = [claimed(callback) for _ in range(5)]
+    assert len(second.admit(theirs, {}).admitted) == 3
+    assert second.local.limit(lane) == 3
+    # Five answers grow the fleet's limit to 13; the second still holds 3, so the first's share
+    # is 10.
+    first.heard([answered(item) for item in mine], {})
+    assert first.local.limit(lane) == 10
+
+
+def test_a_callbacks_own_cap_above_the_default_ceiling_is_kept_locally_too(settings):
+    lanes = process(settings.replace(callback_concurrency=4))
+    callback = uuid.uuid4()
+    items = [claimed(callback, max_concurrency=50) for _ in range(8)]
+    admitted = lanes.admit(items, {}).admitted
+    assert len(admitted) == 4  # a new lane starts at the ceiling when that is below 8
+    lanes.heard([answered(item) for item in admitted], {})
+    assert lanes.local.limit(str(callback)) == 8
+
+
 def test_a_full_lane_is_held_back_from_the_next_claim_for_a_moment(settings):
     lanes = process(settings)
     callback = uuid.uuid4()
