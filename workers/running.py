@@ -44,6 +44,10 @@ DRAIN_SECONDS = 10.0
 # While a job runs, the wake key says "this drain will look again within" this long. A job that
 # runs longer lets the key lapse, so work submitted meanwhile wakes another process.
 SHORT_JOB_MS = 250
+# A busy drain takes over jobs whose worker died at most this long after their lease ran out, as
+# a delivery drain claims expired delivery leases itself. The sweep does it too, but its message
+# waits behind busy drains on every process that could take it.
+STRANDED_CHECK_SECONDS = 1.0
 
 
 class LeaseLost(Exception):
@@ -352,6 +356,7 @@ class JobDrain:
         self.session_factory = session_factory
         self.waker = waker
         self.clock = clock
+        self._stranded_checked_at = float("-inf")
 
     def drain(self, budget_seconds: float = DRAIN_SECONDS) -> DrainStats:
         """Run queued jobs until none are left or the budget is spent, then return."""
@@ -399,7 +404,13 @@ class JobDrain:
             if finished is not None:
                 with bind_log_context(job_id=finished.claimed.id):
                     finish_job(session, finished.claimed, now, finished.outcome)
-            return claim_next_job(session, now, self.settings) if claim else (None, False)
+            if not claim:
+                return None, False
+            if time.monotonic() - self._stranded_checked_at >= STRANDED_CHECK_SECONDS:
+                # An indexed probe of unfinished jobs, once a second: cheap beside the claims.
+                requeue_stranded_jobs(session, now, self.settings)
+                self._stranded_checked_at = time.monotonic()
+            return claim_next_job(session, now, self.settings)
 
         if finished is None:
             result = work()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import select, update
@@ -53,6 +55,30 @@ def test_a_drain_runs_every_queued_job_and_raises_each_ones_events(db_session, s
     assert sorted(raised) == ["job.succeeded"] * 3
     # Done and nothing left: the key is gone, so the next submission wakes a worker at once.
     assert redis.Redis.from_url(settings.redis_url).exists(JOB_WAKE.draining) == 0
+
+
+def test_a_busy_drain_takes_over_a_job_whose_worker_died_without_waiting_for_the_sweep(
+    db_session, settings, tenant
+):
+    only_this_tests_jobs_queued(db_session)
+    db_session.execute(
+        update(Job).where(Job.status == JobStatus.RUNNING).values(status=JobStatus.FAILED)
+    )
+    stranded = make_job(db_session, tenant.row, "echo", {"n": 1})
+    # Its worker died mid-run: running, and its lease ran out a moment ago.
+    stranded.status = JobStatus.RUNNING
+    stranded.attempts = 1
+    stranded.lease_id = uuid.uuid4()
+    stranded.locked_until = datetime.now(UTC) - timedelta(seconds=1)
+    db_session.commit()
+    drain = JobDrain(settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, []))
+
+    stats = drain.drain()
+
+    assert stats.jobs == 1
+    db_session.expire_all()
+    taken_over = db_session.get(Job, stranded.id)
+    assert (taken_over.status, taken_over.attempts) == (JobStatus.SUCCEEDED, 2)
 
 
 def test_a_drain_out_of_time_hands_what_is_queued_to_a_fresh_wake(db_session, settings, tenant):
