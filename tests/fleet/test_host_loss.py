@@ -134,14 +134,10 @@ def test_a_host_killed_mid_burst_has_its_leases_finished_by_the_others_within_on
     # Its delivery leases ran out within one lease of its death and the others took them at
     # once (a drain claims an expired lease itself), then delivered them (1 s each here).
     assert deliveries_taken <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS
-    if jobs_taken is not None and jobs_taken > LEASE_SECONDS + TAKEOVER_SLACK_SECONDS:
-        # A dead worker's job waits for the sweep to queue it again, and the sweep runs on the
-        # delivery processes (the maintenance queue): while each of them is in a 10 s drain, a
-        # sweep message expires (after one interval) before any process takes it.
-        pytest.xfail(
-            f"known: its jobs were taken over {jobs_taken:.1f}s after it died; the sweep "
-            "starves behind busy delivery drains"
-        )
+    # Its jobs too: a busy job drain takes over a dead worker's expired job leases itself (at
+    # most a second late), and an idle jobs worker takes the sweep.
+    if jobs_taken is not None:
+        assert jobs_taken <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS
     # A sleep job it was running starts again from the beginning (2 s).
     assert recovery <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS + (2.5 if held["jobs"] else 1.5)
 

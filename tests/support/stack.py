@@ -90,6 +90,8 @@ class Stack:
                 *worker,
                 "-Q",
                 "jobs",
+                "-Q",
+                "maintenance",
                 "-n",
                 f"jobs-{self.web_port}@%h",
                 "--concurrency",
