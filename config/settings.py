@@ -412,7 +412,10 @@ class Settings:
     )
     callback_concurrency: int = setting(
         "BOOMERANG_CALLBACK_CONCURRENCY",
-        "128",
+        # What one host's two delivery processes allowed when the limit was per process: a
+        # fleet-wide limit of that size keeps one host as fast, and adding hosts no longer
+        # multiplies it.
+        "256",
         _parse_positive_int,
         "requests",
         "Most attempts any one callback (or ad-hoc URL) may have in flight across the whole "
