@@ -13,9 +13,7 @@ pytestmark = pytest.mark.fleet
 
 # Each host's delivery process keeps this many attempts in flight: with a receiver that takes
 # 0.5 s, a host delivers at most twice this many a second, so hosts, not the callback, set the
-# pace. At most BOOMERANG_CALLBACK_CONCURRENCY (128): one process never holds more of one
-# callback than that, whatever the callback's own max_concurrency (workers/delivery/drain.py
-# sizes its LaneLimits by the setting).
+# pace (the callback's own max_concurrency is set far above three hosts' worth).
 JOIN_CONCURRENCY = "20"
 # A bound on the join test's burst, however slowly the new host starts.
 JOIN_MOST_DELIVERIES = 3000
