@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from app.signing import new_signing_secret
 from bench import wrk
 from bench.api_client import submit_count, submit_steadily
 from bench.figures import ms, percentile, rate
@@ -163,7 +164,9 @@ def tutorial_stack(bench: Bench) -> Iterator[tuple[str, str]]:
         i=uuid.uuid4(),
         t=tenant_id,
         u=bench.receiver.url(TUTORIAL_WARM_UP),
-        s="whsec_" + secrets.token_urlsafe(24),
+        # A real Standard Webhooks secret: base64, not URL-safe text, which the library's decoder
+        # misreads whenever a '-' or '_' is drawn.
+        s=new_signing_secret(),
     )
     broker = bench.stack.env["REDIS_URL"].rsplit("/", 1)[0] + "/2"
     env = {

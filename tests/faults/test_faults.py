@@ -150,12 +150,17 @@ def test_a_receiver_that_was_down_gets_everything_on_schedule(fault_stack, accou
     recover = time.monotonic() - back_at
 
     assert refused_attempts >= 100
-    # Once the receiver was back, each delivery's next attempt was its last: nothing failed.
-    (failed_after,) = fault_stack.sql(
-        "SELECT count(*) FROM delivery_attempt WHERE NOT succeeded AND attempted_at > :back",
+    # Once the receiver was back, each delivery's next attempt was its last: nothing failed. (A
+    # second's grace: a worker stamps an attempt by its own reading of Postgres' clock, which on
+    # a loaded machine may run a little ahead, so a refusal just before the return can look
+    # just after it.)
+    failures = fault_stack.sql(
+        "SELECT attempted_at, response_status, error FROM delivery_attempt"
+        " WHERE NOT succeeded AND attempted_at > :back + interval '1 second'",
         back=back_in_db,
-    )[0]
-    assert failed_after == 0
+    )
+    failed_after = len(failures)
+    assert failed_after == 0, (back_in_db, failures)
     figures = tally(receiver, "/down", account.callback_secrets[url], job_ids)
     record_figures(
         "receiver down 4 s, then back", figures, recover, refused_attempts=refused_attempts
