@@ -10,13 +10,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, text
 
 from app.db import ensure_database, make_engine
 from app.migrate import alembic_config, include_name
 from app.models import Base
-from tests.support.settings import database_name, make_settings, worker_number
+from tests.support.settings import database_name, drop_database, make_settings, worker_number
 
 
 def test_the_migrations_match_the_models(engine, settings):
@@ -47,13 +46,7 @@ def scratch(worker_id: str) -> Iterator[Engine]:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     yield engine
     engine.dispose()
-    url = make_url(settings.database_url)
-    admin = create_engine(
-        url.set(database="postgres", drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(settings)
 
 
 def migrate(engine: Engine, revision: str, down: bool = False) -> None:

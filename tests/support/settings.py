@@ -52,8 +52,8 @@ def make_settings(database: str, redis_db: int, **env: str) -> Settings:
     return Settings.from_env(base)
 
 
-def recreate_database(settings: Settings) -> None:
-    """Drop and recreate the database, then migrate it: every run starts from the migrations."""
+def drop_database(settings: Settings) -> None:
+    """Drop the settings' database, if it exists, whoever is connected to it."""
     url = make_url(settings.database_url)
     admin = create_engine(
         url.set(database="postgres", drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
@@ -61,5 +61,10 @@ def recreate_database(settings: Settings) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
     admin.dispose()
+
+
+def recreate_database(settings: Settings) -> None:
+    """Drop and recreate the database, then migrate it: every run starts from the migrations."""
+    drop_database(settings)
     ensure_database(settings)
     upgrade_database(settings)
