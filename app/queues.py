@@ -78,7 +78,7 @@ def wake_deliveries(session: Session) -> None:
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app with what producers and workers must agree on: broker, queues, routes."""
-    broker_url, sentinel_options = celery_broker(settings.redis_url)
+    broker_url, sentinel_options = celery_broker(settings.redis_url, settings.redis_timeout_seconds)
     app = Celery("boomerang", broker=broker_url)
     app.conf.update(
         task_queues=[Queue(name) for name in QUEUES],

@@ -7,8 +7,8 @@ Sentinel fails over. With Sentinel, each new connection first asks the sentinels
 primary is; a connection to a primary that died or was demoted fails (a demoted one answers
 writes with READONLY, which redis-py turns into a connection error), the caller's usual Redis
 failure handling applies, and the next connection goes to the new primary. The sentinels get the
-same timeouts as the primary and no retries, so a hung sentinel costs one timeout, then the next
-sentinel is asked.
+same timeouts as the primary and no retries (``sentinel_query_options``), so a hung sentinel
+costs one timeout, then the next sentinel is asked.
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ def redis_client(url: str, timeout_seconds: float) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
     sentinel = Sentinel(
-        list(target.sentinels),
-        sentinel_kwargs={**options, "retry": Retry(NoBackoff(), 0)},  # its own, not shared
-        **options,
+        list(target.sentinels), sentinel_kwargs=sentinel_query_options(timeout_seconds), **options
     )
     return sentinel.master_for(
         target.master_name,
@@ -77,12 +75,25 @@ def async_redis_client(url: str, connect_timeout_seconds: float) -> aioredis.Red
     )
 
 
-def celery_broker(url: str) -> tuple[str, dict[str, Any]]:
+def sentinel_query_options(timeout_seconds: float) -> dict[str, Any]:
+    """How a sentinel is asked where the primary is: one quick round trip, bounded whole and
+    never retried, so a dead sentinel costs a refused connect (a hung one a timeout) before the
+    next is asked. redis-py would otherwise retry each sentinel three times with up to 10 s of
+    backoff, and it asks on every new connection: behind a dead first sentinel, a worker's
+    reconnect after a failover took half a minute."""
+    return {
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+def celery_broker(url: str, timeout_seconds: float) -> tuple[str, dict[str, Any]]:
     """The broker URL kombu reads, and the transport options it needs beside it.
 
     kombu names each sentinel as its own ``sentinel://`` URL, joined by ``;``, and takes the
-    primary's name as the ``master_name`` transport option. Its sentinel connections take the
-    transport's socket timeouts, so the web's and the workers' own bounds apply to them too.
+    primary's name as the ``master_name`` transport option and how to ask the sentinels as
+    ``sentinel_kwargs``, bounded by ``timeout_seconds``.
     """
     if not is_sentinel_url(url):
         return url, {}
@@ -93,7 +104,10 @@ def celery_broker(url: str) -> tuple[str, dict[str, Any]]:
     hosts = ";".join(
         f"sentinel://{auth}{_bracketed(host)}:{port}/{target.db}" for host, port in target.sentinels
     )
-    return hosts, {"master_name": target.master_name}
+    return hosts, {
+        "master_name": target.master_name,
+        "sentinel_kwargs": sentinel_query_options(timeout_seconds),
+    }
 
 
 def _bracketed(host: str) -> str:

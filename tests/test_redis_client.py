@@ -12,7 +12,7 @@ from redis.sentinel import SentinelConnectionPool
 from app.queues import make_celery
 from app.redis_client import async_redis_client, celery_broker, redis_client
 from config.settings import Settings
-from workers.celery_app import configure_worker
+from workers.celery_app import WORKER_REDIS_TIMEOUT_SECONDS, configure_worker
 
 SENTINEL_URL = "sentinel://:p%40ss@h1:26379,h2:26380,[::1]:26381/3?master=mymaster"
 
@@ -44,12 +44,15 @@ def test_a_sentinel_url_is_the_named_primary_with_the_same_bounds_on_the_sentine
 
 
 def test_celery_gets_one_sentinel_url_per_sentinel_and_the_primary_name():
-    broker, options = celery_broker(SENTINEL_URL)
+    broker, options = celery_broker(SENTINEL_URL, 0.5)
     assert broker == (
         "sentinel://:p%40ss@h1:26379/3;sentinel://:p%40ss@h2:26380/3;sentinel://:p%40ss@[::1]:26381/3"
     )
-    assert options == {"master_name": "mymaster"}
-    assert celery_broker("redis://127.0.0.1:6379/0") == ("redis://127.0.0.1:6379/0", {})
+    assert options["master_name"] == "mymaster"
+    # A dead sentinel is skipped at once, not retried with backoff on every reconnect.
+    assert options["sentinel_kwargs"]["socket_connect_timeout"] == 0.5
+    assert options["sentinel_kwargs"]["retry"].get_retries() == 0
+    assert celery_broker("redis://127.0.0.1:6379/0", 0.5) == ("redis://127.0.0.1:6379/0", {})
 
 
 def test_the_worker_keeps_the_primary_name_beside_its_own_transport_options():
@@ -59,6 +62,7 @@ def test_the_worker_keeps_the_primary_name_beside_its_own_transport_options():
     options = app.conf.broker_transport_options
     assert options["master_name"] == "mymaster"
     assert options["visibility_timeout"] == 3600
+    assert options["sentinel_kwargs"]["socket_timeout"] == WORKER_REDIS_TIMEOUT_SECONDS
     assert app.connection_for_write().transport_cls == "sentinel"
 
 

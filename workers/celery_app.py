@@ -16,6 +16,7 @@ from app.db import make_engine, make_session_factory
 from app.db_deadline import install_deadlines
 from app.jobtypes import load_job_modules
 from app.queues import PRUNE_TASK, SWEEP_TASK, Producer, Waker, make_celery
+from app.redis_client import celery_broker
 from app.url_guard import announce_network_policy
 from config.settings import Settings
 from workers.delivery.drain import Dispatcher
@@ -83,6 +84,8 @@ def configure_worker(app: Celery, settings: Settings) -> None:
             "socket_timeout": WORKER_REDIS_TIMEOUT_SECONDS,
             "socket_connect_timeout": WORKER_REDIS_TIMEOUT_SECONDS,
             "health_check_interval": WORKER_REDIS_TIMEOUT_SECONDS,
+            # Behind Sentinel, ask the sentinels within the same bound.
+            **celery_broker(settings.redis_url, WORKER_REDIS_TIMEOUT_SECONDS)[1],
         },
         broker_connection_timeout=WORKER_REDIS_TIMEOUT_SECONDS,
         # Keep reconnecting for as long as Redis is away: Postgres holds the work meanwhile.
