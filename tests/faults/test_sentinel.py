@@ -21,7 +21,7 @@ from tests.faults.conftest import (
     wait_until_received,
 )
 from tests.faults.test_faults import assert_clean, wait_for
-from tests.support.sentinel_servers import MASTER_NAME, SentinelGroup
+from tests.support.sentinel_servers import SentinelGroup
 from tests.support.settings import database_name, worker_number
 from tests.support.stack import running_stack
 
@@ -57,15 +57,13 @@ def sentinel_account(sentinel_stack) -> Account:
     return Account(api_key=created["api_key"], signing_secret=created["signing_secret"])
 
 
-def fail_over(group: SentinelGroup, how: str) -> int:
-    """Move the primary role to the replica; the old primary's port."""
+def fail_over(group: SentinelGroup, how: str) -> tuple[str, int]:
+    """Move the primary role to the replica; where the old primary was."""
     if how == "killed":
         return group.kill_primary()
     # A planned switch: the old primary lives on as a replica. Sentinel closes its clients as it
     # demotes it; a write that still reaches it is answered READONLY.
-    old = group.primary_port()
-    group.client(group.sentinel_ports[0]).execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
-    return old
+    return group.switch_primary()
 
 
 @pytest.mark.parametrize("how", ["killed", "switched"])
@@ -100,7 +98,7 @@ def test_a_primary_failing_over_mid_burst_loses_no_callback(
     wait_until_received(receiver, "/failover", after, timeout=30)
     after_seconds = time.monotonic() - after_started
     assert requests.get(stack.base_url + "/readyz", timeout=5).json()["checks"]["redis"] == "ok"
-    assert new_primary == sentinel_group.redis_ports[1]
+    assert new_primary == sentinel_group.redis_places[1].endpoint
     new = sentinel_group.client(new_primary)
     wait_for(
         lambda: any(client["cmd"] == "brpop" for client in new.client_list()),

@@ -235,6 +235,8 @@ class Fleet:
         self.log_dir = log_dir
         self.account = account
         self.hosts: list[Host] = []
+        # The API the test submits through: the shared one, unless a test brings its own.
+        self.web: Stack = shared.api
         self._next_host = 1
         self._engine: Engine | None = None
 
@@ -286,7 +288,7 @@ class Fleet:
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.account.api_key}"}
         return requests.request(
-            method, self.shared.api.base_url + path, headers=headers, timeout=15, **kwargs
+            method, self.web.base_url + path, headers=headers, timeout=15, **kwargs
         )
 
     def register(self, path: str, **options: Any) -> None:
