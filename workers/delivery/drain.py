@@ -26,7 +26,12 @@ from app.queues import LINGER_POLL_SECONDS, LINGER_SECONDS, Waker
 from config.settings import Settings
 from workers.delivery.ceiling import TenantCeiling
 from workers.delivery.http import HttpResult, OutboundClient
-from workers.delivery.lanes import LaneLimits
+from workers.delivery.lanes import (
+    LaneLimits,
+    split_unproven,
+    unproven_in_flight,
+    unproven_share,
+)
 from workers.delivery.pipeline import InFlight, asked_to_wait, record, start
 from workers.delivery.shared_lanes import Answer, SharedLanes
 from workers.delivery.store import (
@@ -47,6 +52,10 @@ POLL_SECONDS = 0.025
 TAIL_POLL_SECONDS = 0.2
 # How often a working drain refreshes the wake key, and at most asks for help.
 KEY_REFRESH_SECONDS = 1.0
+# Deliveries of lanes not known to answer, over their share of the slots, keep their place in
+# the queue and their lanes are left out of claims this long: a new lane may prove itself with
+# its first answer, and then its deliveries go at once.
+UNPROVEN_RECHECK_SECONDS = 0.1
 
 
 @dataclass
@@ -87,6 +96,9 @@ class Dispatcher:
         self.ceiling = TenantCeiling(settings)
         self.in_flight: dict[Future[HttpResult], InFlight] = {}
         self.lanes: Counter[str] = Counter()
+        # Lanes not known to answer that found their share of the slots taken, and until when
+        # claims leave them out.
+        self._unproven_held: dict[str, float] = {}
         # Held by whoever records what comes back: a drain, or else the tail.
         self.collecting = threading.Lock()
         self._tail: threading.Thread | None = None
@@ -95,6 +107,19 @@ class Dispatcher:
         """Wait for what is in flight to be recorded, then close the outbound client."""
         self.finish_tail(self.settings.delivery_lease_seconds)
         self.client.close()
+
+    def unproven_held(self) -> list[str]:
+        """Lanes not known to answer that claims leave out for now."""
+        now = time.monotonic()
+        for lane in [lane for lane, until in self._unproven_held.items() if until <= now]:
+            del self._unproven_held[lane]
+        return list(self._unproven_held)
+
+    def hold_unproven(self, lanes: Iterable[str]) -> None:
+        """Leave these lanes out of claims for a moment: their share of the slots is taken."""
+        until = time.monotonic() + UNPROVEN_RECHECK_SECONDS
+        for lane in lanes:
+            self._unproven_held[lane] = until
 
     def drain(self, budget_seconds: float = DRAIN_SECONDS) -> DrainStats:
         """Send due deliveries until none are left or the budget is spent, then return."""
@@ -133,6 +158,9 @@ class Dispatcher:
             ],
             self.lanes,
         )
+        for sent in finished:
+            if self.lane_limits.answering(sent.claimed.lane):
+                self._unproven_held.pop(sent.claimed.lane, None)  # it just proved itself
         return records
 
     def finish_tail(self, timeout: float) -> None:
@@ -300,6 +328,11 @@ class _Drain:
         if self.claim_failure is not None:
             return []
         try:
+            held = self.dispatcher.shared_lanes.held_lanes() + self.dispatcher.unproven_held()
+            slots = self.settings.delivery_concurrency
+            if unproven_in_flight(self.lanes, self.lane_limits) >= unproven_share(slots):
+                # Their share is taken: claim none for the lanes that hold it.
+                held += [lane for lane in self.lanes if not self.lane_limits.answering(lane)]
             claimed = claim_deliveries(
                 self.session,
                 self.clock(),
@@ -307,11 +340,17 @@ class _Drain:
                 limit=limit,
                 in_flight=self.lanes,
                 lane_limits=self.lane_limits,
-                held=self.dispatcher.shared_lanes.held_lanes(),
+                held=held,
             )
             admitted, waiting, due_at = self.dispatcher.ceiling.admit(claimed)
             if waiting:
                 self.put_back(waiting, due_at - time.time())
+            admitted, unproven_waiting = split_unproven(
+                admitted, self.lanes, self.lane_limits, slots
+            )
+            if unproven_waiting:
+                put_back(self.session, unproven_waiting)
+                self.dispatcher.hold_unproven(item.lane for item in unproven_waiting)
             admission = self.dispatcher.shared_lanes.admit(admitted, self.lanes)
             if admission.wait_for_slot:
                 put_back(self.session, admission.wait_for_slot)

@@ -76,6 +76,37 @@ def test_a_hanging_callback_holds_only_its_cap_while_the_others_flow(
     assert max(ok) < hang[2]
 
 
+def test_many_hanging_callbacks_cannot_take_the_slots_of_one_that_answers(
+    db_session, settings, tenant, receiver, wakes
+):
+    healthy = make_callback(db_session, tenant.row, receiver.url("/ok"))
+    make_delivery(db_session, healthy)
+    db_session.commit()
+    drain = dispatcher(
+        db_session, settings, wakes[0], delivery_concurrency=8, callback_concurrency=2
+    )
+    try:
+        drain.drain()  # the healthy callback has answered this process once
+        for number in range(6):
+            receiver.answer(f"/hang/{number}", 200, delay_seconds=5)
+            hanging = make_callback(db_session, tenant.row, receiver.url(f"/hang/{number}"))
+            for _ in range(2):
+                make_delivery(db_session, hanging)  # due first
+        for _ in range(6):
+            make_delivery(db_session, healthy)
+        db_session.commit()
+        drain.drain(budget_seconds=2)
+    finally:
+        drain.close()
+    hang = sorted(r.at for r in receiver.received() if r.path.startswith("/hang/"))
+    ok = sorted(r.at for r in receiver.received("/ok"))
+    first_timeout = hang[0] + settings.read_timeout_seconds
+    # Twelve hanging deliveries could fill all eight slots until they time out (1 s here). New
+    # receivers share half the slots and probe a few more: six went, and two slots stayed free.
+    assert len([at for at in hang if at < first_timeout]) == 6
+    assert len(ok) == 7 and ok[-1] < first_timeout
+
+
 def test_a_drain_out_of_time_leaves_the_work_to_a_new_wake(
     db_session, settings, tenant, receiver, wakes
 ):

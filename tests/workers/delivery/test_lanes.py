@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 import pytest
 
 from workers.delivery.http import ErrorKind, HttpResult
-from workers.delivery.lanes import LaneLimits, struggling
+from workers.delivery.lanes import LaneLimits, split_unproven, struggling
+from workers.delivery.store import ClaimedDelivery
 
 
 def answered(status: int) -> HttpResult:
@@ -61,3 +65,29 @@ def test_only_lanes_off_their_start_are_reported_and_lanes_are_forgotten_oldest_
     limits.heard("c", answered(200))
     assert limits.known() == {"b": 2, "c": 5}
     assert limits.limit("a") == 4
+
+
+def test_a_lane_answers_once_its_last_answer_was_good_and_stops_on_a_sign_of_trouble():
+    limits = LaneLimits(ceiling=128, initial=4)
+    assert not limits.answering("a")
+    limits.heard("a", answered(500))
+    assert limits.answering("a")
+    limits.heard("a", failed(ErrorKind.TIMEOUT))
+    assert not limits.answering("a")
+    limits.heard("a", failed(ErrorKind.BLOCKED))
+    assert not limits.answering("a")
+
+
+def claimed_in(*lanes: str) -> list[ClaimedDelivery]:
+    return [cast(ClaimedDelivery, SimpleNamespace(lane=lane)) for lane in lanes]
+
+
+def test_lanes_not_known_to_answer_share_half_the_slots_and_a_new_one_may_probe_past_it():
+    limits = LaneLimits(ceiling=128, initial=4)
+    limits.heard("good", answered(200))
+    # Eight slots: four for the unproven, six with probes. "dead" already holds three.
+    in_flight = {"dead": 3, "good": 1}
+    claim = claimed_in("dead", "dead", "good", "good", "new1", "new1", "new2", "new3")
+    go, wait = split_unproven(claim, in_flight, limits, slots=8)
+    assert [item.lane for item in go] == ["dead", "good", "good", "new1", "new2"]
+    assert [item.lane for item in wait] == ["dead", "new1", "new3"]
