@@ -408,7 +408,9 @@ class Settings:
         "256",
         _parse_positive_int,
         "requests",
-        "Delivery attempts in flight at once in each delivery worker process.",
+        "Delivery attempts in flight at once in each delivery worker process. Callbacks it has "
+        "not yet heard answer well share half of them (three quarters with one probe each), so "
+        "a quarter always stays for those that answer.",
     )
     callback_concurrency: int = setting(
         "BOOMERANG_CALLBACK_CONCURRENCY",
