@@ -22,7 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import socket
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,11 +51,20 @@ CUT_WINDOW_SECONDS = 1.0
 FORGET_SECONDS = 3600
 # How long a process leaves alone a lane the fleet holds full before asking again.
 FULL_RECHECK_SECONDS = 0.1
+# How long a process refused for want of room counts as wanting its share of a lane: several
+# rechecks long, so a process that asks again soon keeps its claim on a share.
+WANTING_SECONDS = 1.0
 
-# KEYS: state hash, in-flight sorted set. ARGV: lease seconds, cap, initial limit, rate per
-# second (0: none), burst, then one member per delivery, in the order they should go.
+# KEYS: state hash, in-flight sorted set, wanting sorted set. ARGV: lease seconds, cap, initial
+# limit, rate per second (0: none), burst, the asking process's id, what it has in flight in the
+# lane, then one member per delivery, in the order they should go.
 # Returns: admitted count, the lane's limit, attempts in flight after, seconds until the rest may
-# go (0: when a slot frees).
+# go (0: when a slot frees), and the most this process may hold now.
+#
+# Fair shares: a process that was refused for want of room is noted as wanting (for a second, or
+# until it is given all it asks). While another process wants, each may hold only its even part
+# of the limit; otherwise the first to ask could keep the whole limit busy and every other
+# process would find it full, so one busy callback would be sent by one process at a time.
 _ADMIT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
@@ -60,16 +72,27 @@ local lease = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local rate = tonumber(ARGV[4])
 local burst = tonumber(ARGV[5])
+local sender = ARGV[6]
+local mine = tonumber(ARGV[7])
 local state = redis.call('HMGET', KEYS[1], 'limit', 'paused_until', 'tat')
 local limit = math.min(tonumber(state[1]) or tonumber(ARGV[3]), cap)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local busy = redis.call('ZCARD', KEYS[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - WANTING_SECONDS)
+local others = redis.call('ZCARD', KEYS[3])
+if redis.call('ZSCORE', KEYS[3], sender) then
+  others = others - 1
+end
+local share = limit
+if others > 0 then
+  share = math.ceil(limit / (others + 1))
+end
 local paused_until = tonumber(state[2]) or 0
 if paused_until > now then
-  return {0, limit, busy, tostring(paused_until - now)}
+  return {0, limit, busy, tostring(paused_until - now), share}
 end
-local wanted = #ARGV - 5
-local admitted = math.max(0, math.min(wanted, limit - busy))
+local wanted = #ARGV - 7
+local admitted = math.max(0, math.min(wanted, limit - busy, share - mine))
 local wait = 0
 if rate > 0 and admitted > 0 then
   local interval = 1 / rate
@@ -89,12 +112,18 @@ if rate > 0 and admitted > 0 then
   end
 end
 for index = 1, admitted do
-  redis.call('ZADD', KEYS[2], now + lease, ARGV[5 + index])
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[7 + index])
+end
+if admitted < wanted and wait == 0 then
+  redis.call('ZADD', KEYS[3], now, sender)
+  redis.call('EXPIRE', KEYS[3], WANTING_SECONDS + 1)
+else
+  redis.call('ZREM', KEYS[3], sender)
 end
 redis.call('EXPIRE', KEYS[2], math.ceil(lease) + 60)
 redis.call('EXPIRE', KEYS[1], FORGET_SECONDS)
-return {admitted, limit, busy + admitted, tostring(wait)}
-""".replace("FORGET_SECONDS", str(FORGET_SECONDS))
+return {admitted, limit, busy + admitted, tostring(wait), share}
+""".replace("FORGET_SECONDS", str(FORGET_SECONDS)).replace("WANTING_SECONDS", repr(WANTING_SECONDS))
 
 # KEYS: state hash, in-flight sorted set. ARGV: cap, initial limit, answers, struggling answers,
 # seconds to pause (0: none), then the members that came back. Returns the lane's new limit and
@@ -130,10 +159,11 @@ return {limit, redis.call('ZCARD', KEYS[2])}
 )
 
 
-def lane_keys(lane: str) -> tuple[str, str]:
-    """The state hash and in-flight set of a lane; URLs are hashed to keep keys short."""
+def lane_keys(lane: str) -> tuple[str, str, str]:
+    """The state hash, in-flight set and wanting set of a lane; URLs are hashed to keep keys
+    short."""
     name = lane if len(lane) == 36 else hashlib.sha1(lane.encode()).hexdigest()
-    return f"{KEY_PREFIX}:{name}", f"{KEY_PREFIX}:{name}:busy"
+    return f"{KEY_PREFIX}:{name}", f"{KEY_PREFIX}:{name}:busy", f"{KEY_PREFIX}:{name}:wanting"
 
 
 def slot_of(item: ClaimedDelivery) -> str:
@@ -177,6 +207,8 @@ class SharedLanes:
         self._admit = self._redis.register_script(_ADMIT)
         self._heard = self._redis.register_script(_HEARD)
         self._skip_until = 0.0
+        # Who this process is to the other processes sharing a lane.
+        self.sender = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Lanes the fleet holds full or paused, and when to ask about each again.
         self._held: dict[str, float] = {}
 
@@ -211,6 +243,8 @@ class SharedLanes:
                     self.local.initial,
                     rate,
                     burst_of(rate) if rate else 1,
+                    self.sender,
+                    (in_flight or {}).get(lane, 0),
                     *(slot_of(item) for item in items),
                 ],
                 client=pipeline,
@@ -221,10 +255,12 @@ class SharedLanes:
             self._fail()
             return Admission(admitted=list(claimed))
         admission = Admission()
-        for (lane, items), (count, limit, busy, wait) in zip(by_lane.items(), answers, strict=True):
+        for (lane, items), (count, limit, busy, wait, share) in zip(
+            by_lane.items(), answers, strict=True
+        ):
             count, wait_seconds = int(count), float(wait)
             mine = (in_flight or {}).get(lane, 0) + count if in_flight is not None else None
-            self._learn(lane, int(limit), int(busy), mine)
+            self._learn(lane, int(limit), int(busy), mine, int(share))
             admission.admitted += items[:count]
             rest = items[count:]
             if not rest:
@@ -276,14 +312,17 @@ class SharedLanes:
             if lane in self._held and self._held[lane] - time.monotonic() <= FULL_RECHECK_SECONDS:
                 del self._held[lane]  # a slot just came free
 
-    def _learn(self, lane: str, limit: int, busy: int, mine: int | None) -> None:
+    def _learn(
+        self, lane: str, limit: int, busy: int, mine: int | None, share: int | None = None
+    ) -> None:
         """Keep the fleet's word locally. Knowing what this process holds, keep its share (the
-        limit less what other processes hold), so its next claim leases about what the fleet
-        will admit rather than leasing a whole limit and putting most of it back."""
+        limit less what other processes hold, and no more than its even part while others
+        want), so its next claim leases about what the fleet will admit rather than leasing a
+        whole limit and putting most of it back."""
         if mine is None:
             self.local.set(lane, limit)
         else:
-            self.local.set(lane, limit - max(0, busy - mine))
+            self.local.set(lane, min(limit - max(0, busy - mine), share or limit))
 
     def _fail(self) -> None:
         log.warning("shared lane limits: Redis unavailable, each process uses its own for a while")

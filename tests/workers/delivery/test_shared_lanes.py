@@ -186,3 +186,23 @@ def test_without_redis_each_process_falls_back_to_its_own_limits(settings):
 @pytest.mark.parametrize("rate", [0.5, 1, 20, 1000])
 def test_a_rate_allows_a_tenth_of_a_second_back_to_back_and_never_less_than_one(rate):
     assert burst_of(rate) == max(1, -(-rate // 10))
+
+
+def test_a_process_holding_the_whole_limit_gives_way_to_another_that_wants_its_share(settings):
+    first, second = process(settings), process(settings)
+    callback = uuid.uuid4()
+    lane = str(callback)
+    mine = [claimed(callback, max_concurrency=8) for _ in range(8)]
+    assert first.admit(mine, {}).admitted == mine  # alone, the first may take the whole limit
+    theirs = [claimed(callback, max_concurrency=8) for _ in range(6)]
+    assert second.admit(theirs, {}).admitted == []  # full: the second now wants its share
+    # Four answers free four slots; the first, holding four, is at its even part (4 of 8), so
+    # it takes none of them, and the second gets them.
+    first.heard([answered(item) for item in mine[:4]], {lane: 4})
+    more = [claimed(callback, max_concurrency=8) for _ in range(4)]
+    assert first.admit(more, {lane: 4}).admitted == []
+    assert first.local.limit(lane) == 4
+    assert len(second.admit(theirs, {}).admitted) == 4
+    # The first's other four came back: holding none, it may take its even part again.
+    first.heard([answered(item) for item in mine[4:]], {lane: 0})
+    assert len(first.admit(more, {lane: 0}).admitted) == 4
