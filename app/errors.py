@@ -46,8 +46,14 @@ class InvalidField(ApiError):
 
     code = 422
 
-    def __init__(self, location: str, field: str, message: str):
-        super().__init__(f"Invalid {field}: {message}", {location: {field: [message]}})
+    def __init__(self, location: str, field: str, message: str, within: tuple[str, ...] = ()):
+        # ``within``: where the field sits, as the schema nests it (("events", "3") for the
+        # fourth event of a batch), so both kinds of error read alike.
+        errors: dict[str, Any] = {field: [message]}
+        for key in reversed(within):
+            errors = {key: errors}
+        name = ".".join((*within, field))
+        super().__init__(f"Invalid {name}: {message}", {location: errors})
 
 
 class Unavailable(ApiError):

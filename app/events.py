@@ -7,6 +7,7 @@ delivery pipeline (what is sent), so none of them has to import another to agree
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,48 @@ SUBSCRIBABLE_EVENT_TYPES = (
     CALLBACK_RECOVERED,
 )
 DEFAULT_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED)
+
+# A type anyone publishes (``invoice.paid``): dot-separated segments of lower-case letters,
+# digits, ``_`` and ``-``, as long as the message table's column allows.
+EVENT_TYPE = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+MAX_EVENT_TYPE_LENGTH = 100
+# Boomerang's own events: nobody publishes under these, and a callback names only the ones that
+# exist (a typo like ``job.succeded`` would otherwise never match anything, silently).
+RESERVED_PREFIXES = ("job.", "callback.", "delivery.")
+# ``invoice.*`` subscribes to every type under ``invoice.``, at any depth.
+WILDCARD_SUFFIX = ".*"
+
+
+def publishable_problem(event_type: str) -> str | None:
+    """Why a tenant may not publish ``event_type``, or None."""
+    if len(event_type) > MAX_EVENT_TYPE_LENGTH:
+        return f"must be at most {MAX_EVENT_TYPE_LENGTH} characters"
+    if not EVENT_TYPE.fullmatch(event_type):
+        return (
+            "must be dot-separated segments of lower-case letters, digits, '_' and '-' "
+            "(like invoice.paid)"
+        )
+    if event_type.startswith(RESERVED_PREFIXES):
+        return f"{', '.join(p + '*' for p in RESERVED_PREFIXES)} are Boomerang's own events"
+    return None
+
+
+def subscription_problem(pattern: str) -> str | None:
+    """Why a callback may not subscribe to ``pattern`` (a type or ``prefix.*``), or None."""
+    if pattern in SUBSCRIBABLE_EVENT_TYPES:
+        return None
+    name = pattern.removesuffix(WILDCARD_SUFFIX)
+    if len(pattern) > MAX_EVENT_TYPE_LENGTH or not EVENT_TYPE.fullmatch(name):
+        return (
+            f"{pattern!r} is not an event type (dot-separated segments of lower-case letters, "
+            "digits, '_' and '-') or a prefix.* wildcard"
+        )
+    if name != pattern:
+        return None  # job.* and callback.* are fine: they name only events that exist
+    if pattern.startswith(RESERVED_PREFIXES):
+        own = ", ".join(SUBSCRIBABLE_EVENT_TYPES)
+        return f"unknown event type {pattern!r}; Boomerang's own are {own}"
+    return None
 
 
 def webhook_id(message_id: uuid.UUID) -> str:

@@ -12,6 +12,8 @@ from app.api import (
     Api,
     callbacks,
     deliveries,
+    event_types,
+    events,
     health,
     jobs,
     keys,
@@ -83,7 +85,17 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
 
     api = Api(app)
     api.spec.components.security_scheme(API_KEY_SCHEME, {"type": "http", "scheme": "bearer"})
-    for module in (callbacks, jobs, deliveries, health, redirects, keys, tenant):
+    for module in (
+        callbacks,
+        jobs,
+        events,
+        event_types,
+        deliveries,
+        health,
+        redirects,
+        keys,
+        tenant,
+    ):
         api.register_blueprint(module.blp)
     app.register_blueprint(metrics.blp)  # for Prometheus, not tenants: kept out of the OpenAPI
     portal.init_app(app, settings)  # the tenant portal's HTML pages, under /portal

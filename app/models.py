@@ -105,6 +105,11 @@ class Tenant(Base):
     cors_origins: Mapped[list[str]] = mapped_column(
         ARRAY(String(300)), nullable=False, default=list, server_default=text("'{}'")
     )
+    # Whether an event type missing from the tenant's catalogue may be published: off, so a typo
+    # in a publisher is a 422, not an event nobody subscribes to.
+    allow_uncatalogued_event_types: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
     created_at: Mapped[datetime] = _created_at()
 
 
@@ -164,6 +169,27 @@ class Callback(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
+
+
+class EventType(Base):
+    """A type in a tenant's catalogue of the events it publishes: what it means and, optionally,
+    the JSON Schema (Draft 2020-12) its data must meet."""
+
+    __tablename__ = "event_type"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk(index=False)  # the unique constraint leads with it
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    schema: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Still published and delivered; listed as deprecated so publishers and receivers move off.
+    deprecated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_event_type_tenant_name"),)
 
 
 class Job(Base):
@@ -232,8 +258,22 @@ class Message(Base):
         Xid8(), nullable=False, server_default=text("pg_current_xact_id()")
     )
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), nullable=False)
+    # A published event's id, the publisher's own (``POST /v1/events``): publishing it again is
+    # a repeat, answered with this message, if ``request_digest`` (SHA-256 of the type and data)
+    # matches. NULL for Boomerang's own events.
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_message_tenant_feed", "tenant_id", "txid", "seq"),)
+    __table_args__ = (
+        Index("ix_message_tenant_feed", "tenant_id", "txid", "seq"),
+        Index(
+            "uq_message_tenant_event_id",
+            "tenant_id",
+            "event_id",
+            unique=True,
+            postgresql_where=text("event_id IS NOT NULL"),
+        ),
+    )
 
 
 class Delivery(Base):

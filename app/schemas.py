@@ -14,11 +14,12 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
 
-from app.events import SUBSCRIBABLE_EVENT_TYPES, webhook_id
+from app.events import publishable_problem, subscription_problem, webhook_id
 from app.formats import format_names
 from app.headers import masked_headers
 from app.models import JobStatus
 from app.paging import BadCursor, decode_cursor
+from app.services.published import MAX_BATCH
 
 # Longer than any real endpoint, short enough that a URL cannot be a payload of its own.
 MAX_URL_LENGTH = 2048
@@ -50,13 +51,21 @@ def strict_boolean(**kwargs: Any) -> fields.Boolean:
 
 
 def _check_event_types(value: list[str]) -> None:
-    unknown = sorted(set(value) - set(SUBSCRIBABLE_EVENT_TYPES))
-    if unknown:
-        raise ValidationError(
-            f"unknown event type {unknown[0]!r}; choose from {', '.join(SUBSCRIBABLE_EVENT_TYPES)}"
-        )
+    problems = [problem for pattern in value if (problem := subscription_problem(pattern))]
+    if problems:
+        raise ValidationError(problems[0])
+    if len(value) > MAX_SUBSCRIPTIONS:
+        raise ValidationError(f"at most {MAX_SUBSCRIPTIONS} event types or wildcards")
 
 
+def _check_publishable(value: str) -> None:
+    problem = publishable_problem(value)
+    if problem:
+        raise ValidationError(problem)
+
+
+# More would be a catalogue, not a subscription; 100 names or wildcards is plenty.
+MAX_SUBSCRIPTIONS = 100
 # Deep enough for any real document, shallow enough that no encoder on the way to Postgres, the
 # worker or a receiver runs out of stack (Python's JSON encoder recurses).
 MAX_JSON_DEPTH = 100
@@ -130,7 +139,13 @@ class ErrorSchema(Schema):
 class CallbackCreateSchema(InputSchema):
     url = url_field(required=True)
     event_types = fields.List(
-        fields.String(), validate=[validate.Length(min=1), _check_event_types]
+        fields.String(),
+        validate=[validate.Length(min=1), _check_event_types],
+        metadata={
+            "description": "What the callback hears: Boomerang's own event types, the types "
+            "you publish (`invoice.paid`), and `prefix.*` wildcards (`invoice.*`). By default "
+            "job.succeeded and job.failed."
+        },
     )
     description = fields.String(validate=validate.Length(max=1000), allow_none=True)
     success_status = fields.Integer(
@@ -240,6 +255,99 @@ class JobCreateSchema(InputSchema):
     input = fields.Dict(keys=fields.String(), load_default=dict)
     callback_url = url_field(allow_none=True)
     redirect_url = url_field(allow_none=True)
+
+
+class EventTypeCreateSchema(InputSchema):
+    name = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "The type's name, like `invoice.paid`."},
+    )
+    description = fields.String(validate=validate.Length(max=2000), allow_none=True)
+    schema = fields.Raw(
+        allow_none=True,
+        metadata={
+            "description": "A JSON Schema (Draft 2020-12) every published event's `data` must "
+            "meet; remote `$ref`s are not fetched. Null: any data."
+        },
+    )
+
+
+class EventTypeUpdateSchema(InputSchema):
+    description = fields.String(validate=validate.Length(max=2000), allow_none=True)
+    schema = fields.Raw(allow_none=True)
+
+
+class EventTypeSchema(Schema):
+    name = fields.String()
+    description = fields.String()
+    schema = fields.Raw(allow_none=True)
+    deprecated = fields.Function(lambda event_type: event_type.deprecated_at is not None)
+    deprecated_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class EventTypeListSchema(Schema):
+    data = fields.List(fields.Nested(EventTypeSchema))
+
+
+class EventPublishSchema(InputSchema):
+    type = fields.String(
+        required=True,
+        validate=_check_publishable,
+        metadata={"description": "Your event's type, like `invoice.paid`."},
+    )
+    data = fields.Raw(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Any JSON: the envelope's `data`, sent as given."},
+    )
+    id = fields.String(
+        validate=validate.Length(min=1, max=255),
+        metadata={
+            "description": "Your own id for the event. Publishing it again with the same type "
+            "and data answers 200 with the first message and sends nothing more; with other "
+            "type or data, 409."
+        },
+    )
+
+
+class EventBatchSchema(InputSchema):
+    events = fields.List(
+        fields.Nested(EventPublishSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_BATCH),
+    )
+
+
+class PublishedEventSchema(Schema):
+    id = fields.Function(
+        lambda published: published.message.id,
+        metadata={"description": "The message's id."},
+    )
+    webhook_id = fields.Function(
+        lambda published: webhook_id(published.message.id),
+        metadata={"description": "The webhook-id header every delivery of it carries."},
+    )
+    type = fields.Function(lambda published: published.message.event_type)
+    event_id = fields.Function(
+        lambda published: published.message.event_id,
+        metadata={"description": "Your own id, if you gave one."},
+    )
+    created_at = fields.Function(lambda published: published.message.created_at.isoformat())
+    created = fields.Function(
+        lambda published: published.created,
+        metadata={"description": "False when this repeated an event id published before."},
+    )
+    deliveries = fields.Function(
+        lambda published: published.deliveries,
+        metadata={"description": "How many callbacks it is on its way to."},
+    )
+
+
+class PublishedBatchSchema(Schema):
+    data = fields.List(fields.Nested(PublishedEventSchema))
 
 
 class JobCreateQuerySchema(InputSchema):
@@ -379,9 +487,18 @@ class TenantSchema(Schema):
         fields.String(),
         metadata={"description": "Origins whose pages may read your streams and long polls."},
     )
+    allow_uncatalogued_event_types = fields.Boolean(
+        metadata={"description": "Whether types missing from your catalogue may be published."}
+    )
 
 
 class TenantUpdateSchema(InputSchema):
+    allow_uncatalogued_event_types = strict_boolean(
+        metadata={
+            "description": "Whether POST /v1/events may publish a type missing from your "
+            "event-type catalogue (default false: such an event is a 422)."
+        }
+    )
     redirect_origins = fields.List(
         fields.String(validate=validate.Length(min=1, max=300)),
         metadata={

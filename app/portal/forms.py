@@ -8,6 +8,7 @@ as they do there). Errors come back as one message per form field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,7 +101,9 @@ class CallbackForm:
         """The values as sent, to show again beside their errors."""
         return cls(
             url=form.get("url", "").strip(),
-            event_types=form.getlist("event_types"),
+            # Boomerang's own, ticked; then the tenant's own types and wildcards, typed in.
+            event_types=form.getlist("event_types")
+            + [name for name in re.split(r"[\s,]+", form.get("other_event_types", "")) if name],
             description=form.get("description", "").strip(),
             success_status=form.get("success_status", "").strip(),
             max_concurrency=form.get("max_concurrency", "").strip(),

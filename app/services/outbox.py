@@ -29,7 +29,11 @@ _PUBLISH = text(
         SELECT id AS callback_id, url, 0 AS kind, created_at, 0::bigint AS n
         FROM callback
         WHERE tenant_id = :tenant_id
-          AND ((:subscribers AND enabled AND :event_type = ANY(event_types)
+          AND ((:subscribers AND enabled
+                AND EXISTS (SELECT 1 FROM unnest(event_types) AS pattern
+                            WHERE pattern = :event_type
+                               OR (pattern LIKE '%.*'
+                                   AND starts_with(:event_type, left(pattern, -1))))
                 AND id IS DISTINCT FROM CAST(:excluding AS uuid))
                OR id = ANY(CAST(:callback_ids AS uuid[])))
         UNION ALL
@@ -40,9 +44,11 @@ _PUBLISH = text(
         -- callback wins, then an extra URL (a URL given on a job that a callback also has).
         SELECT DISTINCT ON (url) * FROM candidate ORDER BY url, kind, created_at, n
     ), message AS (
-        INSERT INTO message (id, tenant_id, job_id, event_type, body)
-        SELECT :message_id, :tenant_id, :job_id, :event_type, :body
+        INSERT INTO message (id, tenant_id, job_id, event_type, body, event_id, request_digest)
+        SELECT :message_id, :tenant_id, :job_id, :event_type, :body, :event_id, :request_digest
         WHERE :always OR EXISTS (SELECT 1 FROM target)
+        -- A published event's id seen before: nothing is stored (the caller looks it up).
+        ON CONFLICT (tenant_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
         RETURNING id
     )
     INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status, attempt_count,
@@ -78,11 +84,15 @@ def publish(
     excluding: uuid.UUID | None = None,
     extra_urls: Iterable[str] = (),
     keep_without_deliveries: bool = True,
+    message_id: uuid.UUID | None = None,
+    event_id: str | None = None,
+    request_digest: str | None = None,
 ) -> list[NewDelivery]:
     """Store one message and a pending delivery for each destination: the given ``callbacks``
     (enabled or not), with ``subscribers`` every enabled callback of the tenant that listens for
     ``event_type`` (but ``excluding``), and each extra URL. Without ``keep_without_deliveries``
-    an event nobody is to hear is not stored at all."""
+    an event nobody is to hear is not stored at all. A published event's ``event_id`` already
+    stored for the tenant stores nothing (see ``app/services/published.py``)."""
     session.flush()  # callbacks made in this transaction must be seen by the statement
     rows = session.execute(
         _PUBLISH,
@@ -93,7 +103,9 @@ def publish(
             "excluding": excluding,
             "callback_ids": [str(callback.id) for callback in callbacks],
             "urls": list(extra_urls),
-            "message_id": uuid.uuid4(),
+            "message_id": message_id or uuid.uuid4(),
+            "event_id": event_id,
+            "request_digest": request_digest,
             "job_id": job_id,
             "body": render_body(event_type, data, now),
             "always": keep_without_deliveries,

@@ -67,6 +67,8 @@ def update_tenant_settings(
             if len(set(origins)) > MAX_ORIGINS:
                 raise InvalidField("json", field, f"at most {MAX_ORIGINS} origins")
             setattr(stored, field, list(dict.fromkeys(origins)))
+    if "allow_uncatalogued_event_types" in fields:
+        stored.allow_uncatalogued_event_types = fields["allow_uncatalogued_event_types"]
     session.flush()
     return stored
 

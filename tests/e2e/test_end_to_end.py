@@ -234,3 +234,62 @@ def test_metrics_add_up_the_work_of_every_process_and_logs_carry_its_ids(stack, 
     # Counted inside the delivery engine (last, so a failure here points at its wiring only).
     assert attempts >= 1
     assert total(samples, "boomerang_delivered_after_seconds_count") >= 1
+
+
+def test_a_published_event_reaches_the_callbacks_subscribed_to_it(stack, account, receiver):
+    registered = api(
+        stack,
+        account,
+        "POST",
+        "/v1/callbacks",
+        json={"url": receiver.url("/invoices"), "event_types": ["invoice.*"]},
+    )
+    assert registered.status_code == 201, registered.text
+    elsewhere = api(
+        stack,
+        account,
+        "POST",
+        "/v1/callbacks",
+        json={"url": receiver.url("/users"), "event_types": ["user.*"]},
+    )
+    assert elsewhere.status_code == 201, elsewhere.text
+    for name in ("invoice.paid", "invoice.voided"):
+        added = api(stack, account, "POST", "/v1/event-types", json={"name": name})
+        assert added.status_code == 201, added.text
+
+    published = api(
+        stack,
+        account,
+        "POST",
+        "/v1/events:batch",
+        json={
+            "events": [
+                {"type": "invoice.paid", "data": {"amount": 120}, "id": "inv-1-paid"},
+                {"type": "invoice.voided", "data": {"amount": 120}},
+            ]
+        },
+    )
+    assert published.status_code == 202, published.text
+    paid, voided = published.json()["data"]
+
+    first, second = receiver.wait_for(2, "/invoices")
+    payloads = [
+        Webhook(registered.json()["secret"]).verify(r.body, r.headers) for r in (first, second)
+    ]
+    assert sorted(p["type"] for p in payloads) == ["invoice.paid", "invoice.voided"]
+    assert {r.headers["webhook-id"] for r in (first, second)} == {
+        paid["webhook_id"],
+        voided["webhook_id"],
+    }
+    # Published again with the same id, it is the same event: nothing more is sent.
+    again = api(
+        stack,
+        account,
+        "POST",
+        "/v1/events",
+        json={"type": "invoice.paid", "data": {"amount": 120}, "id": "inv-1-paid"},
+    )
+    assert again.status_code == 200 and again.json()["id"] == paid["id"]
+    time.sleep(1)
+    assert len(receiver.received("/invoices")) == 2
+    assert receiver.received("/users") == []

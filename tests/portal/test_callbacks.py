@@ -146,6 +146,27 @@ def test_it_edits_the_url_events_format_and_clears_optional_fields(
     assert saved.secret == callback.secret
 
 
+def test_the_form_takes_your_own_event_types_and_wildcards_and_keeps_them_on_edit(
+    signed_in, db_session, receiver
+):
+    response = register(
+        signed_in,
+        url=receiver.url("/billing"),
+        event_types=["job.failed"],
+        other_event_types="invoice.paid,  user.*\norder.placed",
+    )
+    assert response.status_code == 303
+    (callback,) = stored_callbacks(db_session)
+    assert callback.event_types == ["job.failed", "invoice.paid", "user.*", "order.placed"]
+
+    form = signed_in.text(f"/portal/callbacks/{callback.id}/edit")
+    assert 'value="invoice.paid, user.*, order.placed"' in form
+    assert 'value="job.failed"\n      checked' in form
+    refused = register(signed_in, url=receiver.url("/x"), other_event_types="Invoice Paid")
+    assert refused.status_code == 422
+    assert 'id="event_types-error"' in refused.get_data(as_text=True)
+
+
 def test_an_edit_the_api_would_refuse_changes_nothing(settings, db_session, tenant):
     strict = create_app(
         settings.replace(allow_private_networks=False), session_factory=lambda: db_session
