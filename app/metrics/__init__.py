@@ -70,6 +70,7 @@ OUTCOMES = (
 class _Metrics:
     registry: CollectorRegistry
     jobs_submitted: Counter
+    events_published: Counter
     jobs_finished: Counter
     job_duration: Histogram
     delivery_attempts: Counter
@@ -88,6 +89,12 @@ def _metrics() -> _Metrics:
             "boomerang_jobs_submitted",
             "Jobs accepted by POST /v1/jobs (idempotent repeats not counted).",
             ["type"],
+            registry=registry,
+        ),
+        events_published=Counter(
+            "boomerang_events_published",
+            "Events stored by POST /v1/events and /v1/events:batch (repeats of an event id not "
+            "counted). No type label: types are the tenants' own, and unbounded.",
             registry=registry,
         ),
         jobs_finished=Counter(
@@ -153,6 +160,13 @@ def _never_raises(record: Callable[P, None]) -> Callable[P, None]:
 def job_submitted(job_type: str) -> None:
     """Count a new job."""
     _metrics().jobs_submitted.labels(type=job_type).inc()
+
+
+@_never_raises
+def events_published(count: int) -> None:
+    """Count newly stored published events."""
+    if count:
+        _metrics().events_published.inc(count)
 
 
 @_never_raises

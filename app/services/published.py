@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import metrics
+from app.db import after_commit
 from app.errors import Conflict, InvalidField
 from app.events import render_body
 from app.models import Delivery, Message, Tenant
@@ -51,6 +53,16 @@ def digest(event_type: str, data: Any) -> str:
 
 
 def publish_event(
+    session: Session, tenant: Tenant, event: dict[str, Any], settings: Settings, now: datetime
+) -> Published:
+    """Store one event and a pending delivery for each enabled callback subscribed to its type,
+    woken for after commit (and counted then, unless it repeated an event id)."""
+    published = _publish(session, tenant, event, settings, now)
+    after_commit(session, metrics.events_published, int(published.created))
+    return published
+
+
+def _publish(
     session: Session,
     tenant: Tenant,
     event: dict[str, Any],
@@ -58,8 +70,7 @@ def publish_event(
     now: datetime,
     within: tuple[str, ...] = (),
 ) -> Published:
-    """Store one event and a pending delivery for each enabled callback subscribed to its type,
-    woken for after commit. ``within`` places the event in errors (``("events", "3")``)."""
+    """``publish_event``'s work; ``within`` places the event in errors (``("events", "3")``)."""
     event_type, data, event_id = event["type"], event.get("data"), event.get("id")
     check_published(session, tenant, event_type, data, within)
     body = render_body(event_type, data, now)
@@ -108,7 +119,9 @@ def publish_batch(
     now: datetime,
 ) -> list[Published]:
     """Store every event of a batch in the caller's one transaction, in order."""
-    return [
-        publish_event(session, tenant, event, settings, now, within=("events", str(number)))
+    published = [
+        _publish(session, tenant, event, settings, now, within=("events", str(number)))
         for number, event in enumerate(events)
     ]
+    after_commit(session, metrics.events_published, sum(p.created for p in published))
+    return published

@@ -17,9 +17,11 @@ import pytest
 import requests
 from prometheus_client import values as prometheus_values
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
 from app import create_app
 from app.metrics.files import MachineCollector, ReservedMmapedDict, prepare_metrics_dir
+from app.models import Tenant
 from app.services.callback_health import disable_callback
 from app.services.jobs import submit_job
 from config.settings import Settings, SettingsError
@@ -94,6 +96,20 @@ def test_it_counts_a_submitted_job_once_and_not_its_idempotent_repeat(client, au
 
     submitted = "boomerang_jobs_submitted_total"
     assert value(after, submitted, type="digest") - value(before, submitted, type="digest") == 1
+
+
+def test_it_counts_published_events_once_and_not_a_repeated_event_id(client, auth, db_session):
+    db_session.execute(update(Tenant).values(allow_uncatalogued_event_types=True))
+    before = scrape(client)
+    event = {"type": "invoice.paid", "data": {}, "id": f"metrics-{uuid.uuid4()}"}
+    for _ in range(2):
+        assert client.post("/v1/events", json=event, headers=auth).status_code in (200, 202)
+    batch = {"events": [event, {"type": "invoice.voided", "data": {}}]}
+    assert client.post("/v1/events:batch", json=batch, headers=auth).status_code == 202
+
+    after = scrape(client)
+    published = "boomerang_events_published_total"
+    assert value(after, published) - value(before, published) == 2
 
 
 def test_it_counts_nothing_for_a_submission_that_rolls_back(client, db_session, settings, tenant):
