@@ -60,6 +60,13 @@ def _storable(text: str | None) -> str | None:
     return None if text is None else text.replace("\x00", "\ufffd")
 
 
+# A receiver's answer may carry this header to steer us: ``abort-message`` stops retrying the
+# message it answers, ``disable`` disables the callback.
+RECEIVER_CONTROL_HEADER = "webhook-delivery"
+ABORT_MESSAGE = "abort-message"
+DISABLE = "disable"
+
+
 def is_success(status: int | None, success_status: int | None) -> bool:
     """2xx, or exactly the callback's ``success_status`` when it set one."""
     if status is None:
@@ -109,6 +116,15 @@ def classify(
     if result.status == 410 and claimed.callback_id is not None:
         # 410 Gone: the receiver says the endpoint is retired. Stop calling it at all.
         disable_reason = "receiver answered 410 Gone"
+        next_at = None
+    # The receiver in control (Svix's convention): stop retrying this one message, or stop
+    # calling this callback at all, whatever the status.
+    asked = (header(result.headers, RECEIVER_CONTROL_HEADER) or "").strip().lower()
+    if asked == ABORT_MESSAGE and not succeeded:
+        error = f"{error}; the receiver asked not to retry it ({RECEIVER_CONTROL_HEADER}: {asked})"
+        next_at = None
+    elif asked == DISABLE and claimed.callback_id is not None:
+        disable_reason = f"the receiver asked to be disabled ({RECEIVER_CONTROL_HEADER}: {asked})"
         next_at = None
     logged_headers = {
         k: ("<redacted>" if k.lower() in REDACTED_HEADERS else v) for k, v in headers.items()

@@ -157,6 +157,37 @@ def test_a_410_disables_the_callback_and_ends_the_delivery(
     assert "410" in gone.disabled_reason
 
 
+def test_a_receiver_can_stop_the_retries_of_one_message_and_nothing_else(
+    db_session, settings, owner, receiver, http
+):
+    receiver.answer("/hook", 500, headers={"Webhook-Delivery": "Abort-Message"})
+    callback = make_callback(db_session, owner, receiver.url("/hook"))
+    delivery = publish(db_session, owner, callback)
+    assert deliver(db_session, http, settings, delivery.id) is False
+    stopped = reload(db_session, delivery.id)
+    assert stopped.status == DeliveryStatus.FAILED and stopped.next_attempt_at is None
+    (attempt,) = stopped.attempts
+    assert "webhook-delivery: abort-message" in attempt.error
+    db_session.expire_all()
+    assert db_session.get(Callback, callback.id).enabled is True  # the callback goes on
+    receiver.answer("/hook", 200)
+    later = publish(db_session, owner, callback)
+    assert deliver(db_session, http, settings, later.id) is True
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_receiver_can_ask_to_be_disabled(db_session, settings, owner, receiver, http, status):
+    receiver.answer("/hook", status, headers={"webhook-delivery": "disable"})
+    callback = make_callback(db_session, owner, receiver.url("/hook"))
+    delivery = publish(db_session, owner, callback)
+    deliver(db_session, http, settings, delivery.id)
+    assert reload(db_session, delivery.id).next_attempt_at is None
+    db_session.expire_all()
+    disabled = db_session.get(Callback, callback.id)
+    assert disabled.enabled is False
+    assert "webhook-delivery: disable" in disabled.disabled_reason
+
+
 def test_a_receiver_slower_than_the_read_timeout_is_a_failed_attempt(
     db_session, settings, owner, receiver, http
 ):
