@@ -38,6 +38,9 @@ MAX_EVENT_TYPE_LENGTH = 100
 # Boomerang's own events: nobody publishes under these, and a callback names only the ones that
 # exist (a typo like ``job.succeded`` would otherwise never match anything, silently).
 RESERVED_PREFIXES = ("job.", "callback.", "delivery.")
+# Channels narrow who hears an event (``tenant-42``, ``eu``): letters, digits and ``_.:-``.
+CHANNEL = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+MAX_CHANNELS = 10
 # ``invoice.*`` subscribes to every type under ``invoice.``, at any depth.
 WILDCARD_SUFFIX = ".*"
 
@@ -53,6 +56,16 @@ def publishable_problem(event_type: str) -> str | None:
         )
     if event_type.startswith(RESERVED_PREFIXES):
         return f"{', '.join(p + '*' for p in RESERVED_PREFIXES)} are Boomerang's own events"
+    return None
+
+
+def channels_problem(channels: list[str]) -> str | None:
+    """Why a list of channels (an event's or a callback's) is refused, or None."""
+    if len(channels) > MAX_CHANNELS:
+        return f"at most {MAX_CHANNELS} channels"
+    bad = next((channel for channel in channels if not CHANNEL.fullmatch(channel)), None)
+    if bad is not None:
+        return f"{bad!r} is not a channel: 1 to 128 letters, digits, '_', '.', ':' or '-'"
     return None
 
 

@@ -135,6 +135,10 @@ class Callback(Base):
     url: Mapped[str] = mapped_column(Text, nullable=False)
     description: Mapped[str | None] = mapped_column(Text)
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), nullable=False)
+    # Channels it listens on; empty: every event of its types, with channels or without.
+    channels: Mapped[list[str]] = mapped_column(
+        ARRAY(String(128)), nullable=False, default=list, server_default=text("'{}'")
+    )
     success_status: Mapped[int | None] = mapped_column(Integer)
     # Limits the whole fleet keeps to for this callback (workers/delivery/shared_lanes.py);
     # NULL: at most ``callback_concurrency`` in flight, and no rate.
@@ -263,6 +267,11 @@ class Message(Base):
     # matches. NULL for Boomerang's own events.
     event_id: Mapped[str | None] = mapped_column(String(255))
     request_digest: Mapped[str | None] = mapped_column(String(64))
+    # A published event's channels: a callback listening on channels hears it only if it
+    # carries one of them.
+    channels: Mapped[list[str]] = mapped_column(
+        ARRAY(String(128)), nullable=False, default=list, server_default=text("'{}'")
+    )
 
     __table_args__ = (
         Index("ix_message_tenant_feed", "tenant_id", "txid", "seq"),

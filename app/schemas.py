@@ -14,7 +14,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
 
-from app.events import publishable_problem, subscription_problem, webhook_id
+from app.events import channels_problem, publishable_problem, subscription_problem, webhook_id
 from app.formats import format_names
 from app.headers import masked_headers
 from app.models import JobStatus
@@ -56,6 +56,18 @@ def _check_event_types(value: list[str]) -> None:
         raise ValidationError(problems[0])
     if len(value) > MAX_SUBSCRIPTIONS:
         raise ValidationError(f"at most {MAX_SUBSCRIPTIONS} event types or wildcards")
+
+
+def _check_channels(value: list[str]) -> None:
+    problem = channels_problem(value)
+    if problem:
+        raise ValidationError(problem)
+
+
+def _channels_field(description: str) -> fields.List:
+    return fields.List(
+        fields.String(), validate=_check_channels, metadata={"description": description}
+    )
 
 
 def _check_publishable(value: str) -> None:
@@ -147,6 +159,10 @@ class CallbackCreateSchema(InputSchema):
             "job.succeeded and job.failed."
         },
     )
+    channels = _channels_field(
+        "Hear only events published on one of these channels (at most 10). Empty or left "
+        "out: every event of the callback's types, whatever its channels."
+    )
     description = fields.String(validate=validate.Length(max=1000), allow_none=True)
     success_status = fields.Integer(
         strict=True, validate=validate.Range(min=100, max=599), allow_none=True
@@ -201,6 +217,7 @@ class CallbackSchema(Schema):
     id = fields.UUID()
     url = fields.String()
     event_types = fields.List(fields.String())
+    channels = fields.List(fields.String())
     description = fields.String(allow_none=True)
     success_status = fields.Integer(allow_none=True)
     max_concurrency = fields.Integer(allow_none=True)
@@ -303,6 +320,10 @@ class EventPublishSchema(InputSchema):
         allow_none=True,
         metadata={"description": "Any JSON: the envelope's `data`, sent as given."},
     )
+    channels = _channels_field(
+        "Channels the event is on (at most 10): callbacks listening on channels hear it only "
+        "if it carries one of theirs."
+    )
     id = fields.String(
         validate=validate.Length(min=1, max=255),
         metadata={
@@ -331,6 +352,7 @@ class PublishedEventSchema(Schema):
         metadata={"description": "The webhook-id header every delivery of it carries."},
     )
     type = fields.Function(lambda published: published.message.event_type)
+    channels = fields.Function(lambda published: published.message.channels)
     event_id = fields.Function(
         lambda published: published.message.event_id,
         metadata={"description": "Your own id, if you gave one."},

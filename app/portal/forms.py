@@ -82,12 +82,18 @@ def format_headers(headers: Mapping[str, str]) -> str:
     return "\n".join(f"{name}: {value}" for name, value in headers.items())
 
 
+def _words(text: str) -> list[str]:
+    """Names typed into one field, separated by commas or white space."""
+    return [word for word in re.split(r"[\s,]+", text) if word]
+
+
 @dataclass
 class CallbackForm:
     """What the callback form shows: the values to fill in and the errors to point at."""
 
     url: str = ""
     event_types: list[str] = field(default_factory=list)
+    channels: str = ""
     description: str = ""
     success_status: str = ""
     max_concurrency: str = ""
@@ -102,8 +108,8 @@ class CallbackForm:
         return cls(
             url=form.get("url", "").strip(),
             # Boomerang's own, ticked; then the tenant's own types and wildcards, typed in.
-            event_types=form.getlist("event_types")
-            + [name for name in re.split(r"[\s,]+", form.get("other_event_types", "")) if name],
+            event_types=form.getlist("event_types") + _words(form.get("other_event_types", "")),
+            channels=form.get("channels", "").strip(),
             description=form.get("description", "").strip(),
             success_status=form.get("success_status", "").strip(),
             max_concurrency=form.get("max_concurrency", "").strip(),
@@ -118,6 +124,7 @@ class CallbackForm:
         return cls(
             url=callback.url,
             event_types=list(callback.event_types),
+            channels=", ".join(callback.channels),
             description=callback.description or "",
             success_status=str(callback.success_status or ""),
             max_concurrency=str(callback.max_concurrency or ""),
@@ -135,6 +142,7 @@ class CallbackForm:
         body: dict[str, Any] = {
             "url": self.url,
             "event_types": self.event_types,
+            "channels": _words(self.channels),
             "description": self.description or None,
             # Numbers typed into the form; anything else goes on for the schema to refuse.
             "success_status": _typed_number(self.success_status, int),

@@ -111,6 +111,7 @@ def create_callback(
         tenant_id=tenant.id,
         url=url,
         event_types=list(fields.get("event_types") or events.DEFAULT_EVENT_TYPES),
+        channels=list(dict.fromkeys(fields.get("channels") or ())),
         description=fields.get("description"),
         success_status=fields.get("success_status"),
         max_concurrency=fields.get("max_concurrency"),
@@ -187,6 +188,8 @@ def update_callback(
         callback.url = url
     if "event_types" in fields:
         callback.event_types = list(fields["event_types"])
+    if "channels" in fields:
+        callback.channels = list(dict.fromkeys(fields["channels"] or ()))
     if "headers" in fields:
         callback.headers = _checked_headers(
             _unmasked(fields["headers"] or {}, callback.headers), settings

@@ -11,7 +11,7 @@ URLs), in one round trip, and one delivery per distinct URL however many destina
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -34,6 +34,8 @@ _PUBLISH = text(
                             WHERE pattern = :event_type
                                OR (pattern LIKE '%.*'
                                    AND starts_with(:event_type, left(pattern, -1))))
+                -- A callback on channels hears only events on one of them.
+                AND (cardinality(channels) = 0 OR channels && CAST(:channels AS varchar[]))
                 AND id IS DISTINCT FROM CAST(:excluding AS uuid))
                OR id = ANY(CAST(:callback_ids AS uuid[])))
         UNION ALL
@@ -44,8 +46,10 @@ _PUBLISH = text(
         -- callback wins, then an extra URL (a URL given on a job that a callback also has).
         SELECT DISTINCT ON (url) * FROM candidate ORDER BY url, kind, created_at, n
     ), message AS (
-        INSERT INTO message (id, tenant_id, job_id, event_type, body, event_id, request_digest)
-        SELECT :message_id, :tenant_id, :job_id, :event_type, :body, :event_id, :request_digest
+        INSERT INTO message (id, tenant_id, job_id, event_type, body, event_id, request_digest,
+                             channels)
+        SELECT :message_id, :tenant_id, :job_id, :event_type, :body, :event_id, :request_digest,
+               CAST(:channels AS text[])
         WHERE :always OR EXISTS (SELECT 1 FROM target)
         -- A published event's id seen before: nothing is stored (the caller looks it up).
         ON CONFLICT (tenant_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
@@ -87,6 +91,7 @@ def publish(
     message_id: uuid.UUID | None = None,
     event_id: str | None = None,
     request_digest: str | None = None,
+    channels: Sequence[str] = (),
 ) -> list[NewDelivery]:
     """Store one message and a pending delivery for each destination: the given ``callbacks``
     (enabled or not), with ``subscribers`` every enabled callback of the tenant that listens for
@@ -106,6 +111,7 @@ def publish(
             "message_id": message_id or uuid.uuid4(),
             "event_id": event_id,
             "request_digest": request_digest,
+            "channels": list(channels),
             "job_id": job_id,
             "body": render_body(event_type, data, now),
             "always": keep_without_deliveries,

@@ -44,10 +44,12 @@ class Published:
     deliveries: int
 
 
-def digest(event_type: str, data: Any) -> str:
-    """What a repeat must match: SHA-256 of the type and data, keys sorted."""
+def digest(event_type: str, data: Any, channels: list[str]) -> str:
+    """What a repeat must match: SHA-256 of the type, data and channels, keys sorted."""
     canonical = json.dumps(
-        {"type": event_type, "data": data}, sort_keys=True, separators=(",", ":")
+        {"type": event_type, "data": data, "channels": sorted(set(channels))},
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -83,7 +85,8 @@ def _publish(
             within,
         )
     message_id = uuid.uuid4()
-    request_digest = digest(event_type, data) if event_id is not None else None
+    channels = event.get("channels") or []
+    request_digest = digest(event_type, data, channels) if event_id is not None else None
     made = publish(
         session,
         tenant_id=tenant.id,
@@ -94,6 +97,7 @@ def _publish(
         message_id=message_id,
         event_id=event_id,
         request_digest=request_digest,
+        channels=list(dict.fromkeys(event.get("channels") or ())),
     )
     if event_id is None:
         return Published(session.get_one(Message, message_id), True, len(made))

@@ -24,6 +24,7 @@ CALLBACK_KEYS = {
     "id",
     "url",
     "event_types",
+    "channels",
     "description",
     "success_status",
     "max_concurrency",

@@ -71,6 +71,56 @@ def test_an_event_goes_to_every_callback_subscribed_to_its_type_or_a_wildcard_ov
     assert message.job_id is None
 
 
+def test_a_callback_on_channels_hears_only_events_on_one_of_them(client, auth, db_session, owner):
+    make_callback(db_session, owner, "http://127.0.0.1:9/all", event_types=["user.*"])
+    make_callback(
+        db_session, owner, "http://127.0.0.1:9/eu", event_types=["user.*"], channels=["eu"]
+    )
+    make_callback(
+        db_session,
+        owner,
+        "http://127.0.0.1:9/eu-or-us",
+        event_types=["user.*"],
+        channels=["eu", "us"],
+    )
+
+    def heard(**event) -> set[str]:
+        response = publish(client, auth, type="user.created", data={}, **event)
+        assert response.status_code == 202, response.text
+        return set(deliveries_of(db_session, response.json["id"]))
+
+    assert heard() == {"http://127.0.0.1:9/all"}
+    assert heard(channels=["eu"]) == {
+        "http://127.0.0.1:9/all",
+        "http://127.0.0.1:9/eu",
+        "http://127.0.0.1:9/eu-or-us",
+    }
+    assert heard(channels=["us", "apac"]) == {
+        "http://127.0.0.1:9/all",
+        "http://127.0.0.1:9/eu-or-us",
+    }
+    assert heard(channels=["apac"]) == {"http://127.0.0.1:9/all"}
+
+
+def test_callbacks_take_channels_through_the_api(client, auth):
+    created = client.post(
+        "/v1/callbacks",
+        json={"url": URL, "event_types": ["user.*"], "channels": ["eu", "eu", "tenant:42"]},
+        headers=auth,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json["channels"] == ["eu", "tenant:42"]
+    callback_id = created.json["id"]
+    cleared = client.patch(f"/v1/callbacks/{callback_id}", json={"channels": []}, headers=auth)
+    assert cleared.json["channels"] == []
+    for bad in (["has space"], [f"c{n}" for n in range(11)], ["x" * 129]):
+        refused = client.post(
+            "/v1/callbacks", json={"url": URL + "2", "channels": bad}, headers=auth
+        )
+        assert refused.status_code == 422
+        assert "channels" in error_fields(refused)
+
+
 def test_an_event_nobody_hears_is_still_stored(client, auth, db_session):
     response = publish(client, auth, type="user.deleted", data=None)
     assert response.status_code == 202
@@ -100,6 +150,9 @@ def test_the_same_event_id_again_is_a_repeat_and_with_other_data_a_conflict(
     again = publish(client, auth, type="invoice.paid", data={"amount": 1}, id="evt-1")
     changed = publish(client, auth, type="invoice.paid", data={"amount": 2}, id="evt-1")
     retyped = publish(client, auth, type="invoice.voided", data={"amount": 1}, id="evt-1")
+    rechanneled = publish(
+        client, auth, type="invoice.paid", data={"amount": 1}, id="evt-1", channels=["eu"]
+    )
     theirs = publish(client, other_auth, type="invoice.paid", data={"amount": 1}, id="evt-1")
 
     assert first.status_code == 202 and first.json["event_id"] == "evt-1"
@@ -108,7 +161,7 @@ def test_the_same_event_id_again_is_a_repeat_and_with_other_data_a_conflict(
     assert again.json["created"] is False
     assert again.json["deliveries"] == 1
     assert changed.status_code == 409 and "evt-1" in changed.json["message"]
-    assert retyped.status_code == 409
+    assert retyped.status_code == rechanneled.status_code == 409
     # Ids are the publisher's own: another tenant's evt-1 is another event.
     assert theirs.status_code == 202 and theirs.json["id"] != first.json["id"]
     count = db_session.scalar(
@@ -217,6 +270,12 @@ def test_a_batch_holds_one_to_a_hundred_events_and_errors_name_the_event(client,
         ({"type": "invoice.paid", "data": {}, "id": ""}, "id"),
         ({"type": "invoice.paid", "data": {}, "id": "x" * 256}, "id"),
         ({"type": "invoice.paid", "data": {}, "ordering_key": "k"}, "ordering_key"),
+        ({"type": "invoice.paid", "data": {}, "channels": ["a b"]}, "channels"),
+        (
+            {"type": "invoice.paid", "data": {}, "channels": [f"c{n}" for n in range(11)]},
+            "channels",
+        ),
+        ({"type": "invoice.paid", "data": {}, "channels": "eu"}, "channels"),
         ({"type": "invoice.paid", "data": {"note": "a\u0000b"}}, "data"),
     ],
 )

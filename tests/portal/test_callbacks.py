@@ -154,13 +154,16 @@ def test_the_form_takes_your_own_event_types_and_wildcards_and_keeps_them_on_edi
         url=receiver.url("/billing"),
         event_types=["job.failed"],
         other_event_types="invoice.paid,  user.*\norder.placed",
+        channels="eu, tenant:42",
     )
     assert response.status_code == 303
     (callback,) = stored_callbacks(db_session)
     assert callback.event_types == ["job.failed", "invoice.paid", "user.*", "order.placed"]
+    assert callback.channels == ["eu", "tenant:42"]
 
     form = signed_in.text(f"/portal/callbacks/{callback.id}/edit")
     assert 'value="invoice.paid, user.*, order.placed"' in form
+    assert 'value="eu, tenant:42"' in form
     assert 'value="job.failed"\n      checked' in form
     refused = register(signed_in, url=receiver.url("/x"), other_event_types="Invoice Paid")
     assert refused.status_code == 422
