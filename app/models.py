@@ -144,6 +144,8 @@ class Callback(Base):
     # NULL: at most ``callback_concurrency`` in flight, and no rate.
     max_concurrency: Mapped[int | None] = mapped_column(Integer)
     rate_limit_per_second: Mapped[float | None] = mapped_column(Float)
+    # Seconds before each retry, in place of BOOMERANG_RETRY_SCHEDULE; NULL: the service's.
+    retry_schedule: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     # Extra request headers the tenant wants on every delivery (checked when set).
     headers: Mapped[dict[str, str]] = mapped_column(
         JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")

@@ -76,6 +76,9 @@ def _check_publishable(value: str) -> None:
         raise ValidationError(problem)
 
 
+# A callback's own retry schedule: as long as a receiver could want, short enough to stay sane.
+MAX_RETRIES = 30
+MAX_RETRY_DELAY_SECONDS = 7 * 86_400
 # More would be a catalogue, not a subscription; 100 names or wildcards is plenty.
 MAX_SUBSCRIPTIONS = 100
 # Deep enough for any real document, shallow enough that no encoder on the way to Postgres, the
@@ -186,6 +189,16 @@ class CallbackCreateSchema(InputSchema):
             "and host; those over it wait for their turn, none is dropped. Null: no rate."
         },
     )
+    retry_schedule = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_RETRY_DELAY_SECONDS)),
+        validate=validate.Length(max=MAX_RETRIES),
+        allow_none=True,
+        metadata={
+            "description": "Seconds before each retry of a failed delivery to this callback "
+            "(at most 30 retries, each at most 7 days; `[]`: never retry). Null: "
+            "`BOOMERANG_RETRY_SCHEDULE`."
+        },
+    )
     headers = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=100)),
         values=fields.String(validate=validate.Length(max=1000)),
@@ -222,6 +235,7 @@ class CallbackSchema(Schema):
     success_status = fields.Integer(allow_none=True)
     max_concurrency = fields.Integer(allow_none=True)
     rate_limit_per_second = fields.Float(allow_none=True)
+    retry_schedule = fields.List(fields.Integer(), allow_none=True)
     headers = fields.Function(
         lambda callback: masked_headers(callback.headers or {}),
         metadata={"description": "Credentials (Authorization, Cookie, ...) are shown masked."},

@@ -98,6 +98,7 @@ class CallbackForm:
     success_status: str = ""
     max_concurrency: str = ""
     rate_limit_per_second: str = ""
+    retry_schedule: str = ""
     headers: str = ""
     format: str = ""
     errors: dict[str, str] = field(default_factory=dict)
@@ -114,6 +115,7 @@ class CallbackForm:
             success_status=form.get("success_status", "").strip(),
             max_concurrency=form.get("max_concurrency", "").strip(),
             rate_limit_per_second=form.get("rate_limit_per_second", "").strip(),
+            retry_schedule=form.get("retry_schedule", "").strip(),
             headers=form.get("headers", ""),
             format=form.get("format", ""),
         )
@@ -130,6 +132,11 @@ class CallbackForm:
             max_concurrency=str(callback.max_concurrency or ""),
             rate_limit_per_second=(
                 f"{callback.rate_limit_per_second:g}" if callback.rate_limit_per_second else ""
+            ),
+            retry_schedule=(
+                ", ".join(str(delay) for delay in callback.retry_schedule)
+                if callback.retry_schedule is not None
+                else ""
             ),
             # Credentials stay masked; sent back unchanged, they keep their stored value.
             headers=format_headers(masked_headers(callback.headers or {})),
@@ -148,6 +155,14 @@ class CallbackForm:
             "success_status": _typed_number(self.success_status, int),
             "max_concurrency": _typed_number(self.max_concurrency, int),
             "rate_limit_per_second": _typed_number(self.rate_limit_per_second, float),
+            # Blank: the service's schedule; "-": never retry.
+            "retry_schedule": (
+                None
+                if not self.retry_schedule
+                else []
+                if self.retry_schedule == "-"
+                else [_typed_number(delay, int) for delay in _words(self.retry_schedule)]
+            ),
             "headers": parse_headers(self.headers),
         }
         if self.format:

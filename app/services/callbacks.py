@@ -116,6 +116,7 @@ def create_callback(
         success_status=fields.get("success_status"),
         max_concurrency=fields.get("max_concurrency"),
         rate_limit_per_second=fields.get("rate_limit_per_second"),
+        retry_schedule=fields.get("retry_schedule"),
         headers=_checked_headers(fields.get("headers") or {}, settings),
         format=pinned_format,
         format_version=pinned_version,
@@ -194,7 +195,13 @@ def update_callback(
         callback.headers = _checked_headers(
             _unmasked(fields["headers"] or {}, callback.headers), settings
         )
-    for name in ("description", "success_status", "max_concurrency", "rate_limit_per_second"):
+    for name in (
+        "description",
+        "success_status",
+        "max_concurrency",
+        "rate_limit_per_second",
+        "retry_schedule",
+    ):
         if name in fields:
             setattr(callback, name, fields[name])
     if "enabled" in fields:
@@ -229,6 +236,13 @@ def enable_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) ->
     return callback
 
 
+def retry_schedule_of(callback: Callback | None, settings: Settings) -> tuple[int, ...]:
+    """The delays between a callback's retries: its own, or the service's."""
+    if callback is not None and callback.retry_schedule is not None:
+        return tuple(callback.retry_schedule)
+    return settings.retry_schedule
+
+
 def recover_callback(
     session: Session,
     tenant: Tenant,
@@ -250,7 +264,7 @@ def recover_callback(
             .values(
                 status=DeliveryStatus.PENDING,
                 # One more attempt each, as for a manual retry: a recovery, not a new schedule.
-                attempt_count=len(settings.retry_schedule),
+                attempt_count=len(retry_schedule_of(callback, settings)),
                 next_attempt_at=now,
             )
             .returning(Delivery.id)

@@ -13,7 +13,7 @@ from app.errors import Conflict, NotFound
 from app.models import Delivery, DeliveryStatus, Job, Message, Tenant
 from app.paging import newest_first_page
 from app.queues import wake_deliveries
-from app.services.callbacks import get_callback
+from app.services.callbacks import get_callback, retry_schedule_of
 from config.settings import Settings
 
 
@@ -89,12 +89,13 @@ def retry_delivery(
         # Sending again would POST to a URL the tenant removed, signed with the tenant's own
         # secret instead of the callback's.
         raise Conflict("This delivery's callback was deleted; it cannot be sent again.")
+    callback = None
     if delivery.callback_id is not None:
-        get_callback(session, tenant, delivery.callback_id)
+        callback = get_callback(session, tenant, delivery.callback_id)
     if delivery.status != DeliveryStatus.PENDING:
         delivery.status = DeliveryStatus.PENDING
         # The last slot of the schedule: a failure ends it as failed again, without new retries.
-        delivery.attempt_count = len(settings.retry_schedule)
+        delivery.attempt_count = len(retry_schedule_of(callback, settings))
     delivery.next_attempt_at = now
     session.flush()
     wake_deliveries(session)

@@ -29,6 +29,7 @@ CALLBACK_KEYS = {
     "success_status",
     "max_concurrency",
     "rate_limit_per_second",
+    "retry_schedule",
     "headers",
     "format",
     "format_version",
@@ -628,3 +629,23 @@ def test_one_event_makes_one_delivery_per_distinct_url(db_session, owner):
         (None, "http://127.0.0.1:9/adhoc"),
     }
     assert len(made) == 2
+
+
+def test_a_callback_may_carry_its_own_retry_schedule(client, auth):
+    created = client.post(
+        "/v1/callbacks", json={"url": URL, "retry_schedule": [10, 60, 600]}, headers=auth
+    )
+    assert created.status_code == 201, created.text
+    assert created.json["retry_schedule"] == [10, 60, 600]
+    path = f"/v1/callbacks/{created.json['id']}"
+    assert (
+        client.patch(path, json={"retry_schedule": []}, headers=auth).json["retry_schedule"] == []
+    )
+    assert (
+        client.patch(path, json={"retry_schedule": None}, headers=auth).json["retry_schedule"]
+        is None
+    )
+    for bad in ([0], [-5], [7 * 86_400 + 1], [1] * 31, ["10"], 10):
+        refused = client.patch(path, json={"retry_schedule": bad}, headers=auth)
+        assert refused.status_code == 422, bad
+        assert "retry_schedule" in error_fields(refused)

@@ -155,15 +155,18 @@ def test_the_form_takes_your_own_event_types_and_wildcards_and_keeps_them_on_edi
         event_types=["job.failed"],
         other_event_types="invoice.paid,  user.*\norder.placed",
         channels="eu, tenant:42",
+        retry_schedule="10, 60 600",
     )
     assert response.status_code == 303
     (callback,) = stored_callbacks(db_session)
     assert callback.event_types == ["job.failed", "invoice.paid", "user.*", "order.placed"]
     assert callback.channels == ["eu", "tenant:42"]
+    assert callback.retry_schedule == [10, 60, 600]
 
     form = signed_in.text(f"/portal/callbacks/{callback.id}/edit")
     assert 'value="invoice.paid, user.*, order.placed"' in form
     assert 'value="eu, tenant:42"' in form
+    assert 'value="10, 60, 600"' in form
     assert 'value="job.failed"\n      checked' in form
     refused = register(signed_in, url=receiver.url("/x"), other_event_types="Invoice Paid")
     assert refused.status_code == 422

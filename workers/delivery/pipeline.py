@@ -106,7 +106,9 @@ def classify(
     if not succeeded:
         next_at = next_attempt_at(
             failed_attempts,
-            settings.retry_schedule,
+            claimed.retry_schedule
+            if claimed.retry_schedule is not None
+            else settings.retry_schedule,
             utcnow(),
             jitter=settings.retry_jitter,
             retry_after_seconds=retry_after,

@@ -58,6 +58,8 @@ class ClaimedDelivery:
     # The callback's own fleet-wide limits; None: the defaults (see shared_lanes.py).
     max_concurrency: int | None = None
     rate_limit_per_second: float | None = None
+    # The callback's own retry schedule; None: the service's.
+    retry_schedule: tuple[int, ...] | None = None
 
     @property
     def lane(self) -> str:
@@ -294,6 +296,11 @@ def _prepare(
         tenant_id=row.tenant_id,
         max_concurrency=callback.max_concurrency if callback is not None else None,
         rate_limit_per_second=callback.rate_limit_per_second if callback is not None else None,
+        retry_schedule=(
+            tuple(callback.retry_schedule)
+            if callback is not None and callback.retry_schedule is not None
+            else None
+        ),
     )
 
 

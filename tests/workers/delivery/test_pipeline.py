@@ -131,6 +131,25 @@ def test_it_fails_the_delivery_when_retries_are_used_up(
     assert len(failed.attempts) == len(settings.retry_schedule) + 1
 
 
+def test_a_callbacks_own_retry_schedule_replaces_the_services(
+    db_session, settings, owner, receiver, http, client, auth
+):
+    receiver.answer("/hook", 500)
+    callback = make_callback(db_session, owner, receiver.url("/hook"), retry_schedule=[1])
+    delivery = publish(db_session, owner, callback)
+    before = datetime.now(UTC)
+    assert deliver(db_session, http, settings, delivery.id) is False
+    waiting = reload(db_session, delivery.id)
+    assert waiting.next_attempt_at <= before + timedelta(seconds=3)
+    make_due(db_session, delivery.id)
+    assert deliver(db_session, http, settings, delivery.id) is False
+    failed = reload(db_session, delivery.id)
+    assert failed.status == DeliveryStatus.FAILED  # one retry, as its schedule says
+    # Sent again by hand, it gets one more attempt, the last of its own schedule.
+    assert client.post(f"/v1/deliveries/{delivery.id}/retry", headers=auth).status_code == 202
+    assert reload(db_session, delivery.id).attempt_count == 1
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_it_honours_retry_after(db_session, settings, owner, receiver, http, status):
     receiver.answer("/hook", status, headers={"Retry-After": "120"})
