@@ -19,6 +19,7 @@ CALLBACK_TEST = "callback.test"
 CALLBACK_DISABLED = "callback.disabled"
 CALLBACK_FAILING = "callback.failing"
 CALLBACK_RECOVERED = "callback.recovered"
+DELIVERY_EXHAUSTED = "delivery.exhausted"
 
 # What a callback may subscribe to, and what it gets when it names nothing.
 SUBSCRIBABLE_EVENT_TYPES = (
@@ -28,6 +29,7 @@ SUBSCRIBABLE_EVENT_TYPES = (
     CALLBACK_DISABLED,
     CALLBACK_FAILING,
     CALLBACK_RECOVERED,
+    DELIVERY_EXHAUSTED,
 )
 DEFAULT_EVENT_TYPES = (JOB_SUCCEEDED, JOB_FAILED)
 

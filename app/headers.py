@@ -31,7 +31,10 @@ HEADER_VALUE = re.compile(
     r"^(?:[\x21-\x7e\x80-\xff](?:[\x20\x21-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?$"
 )
 # Custom headers that carry credentials: shown masked, never in full, once registered.
-SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+# (Set-Cookie: a receiver's answer shown in an event may carry its session.)
+SENSITIVE_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+)
 MASKED = "<redacted>"
 
 

@@ -115,8 +115,11 @@ def note_attempt_outcomes(
     outcomes: Sequence[bool],
     now: datetime,
     settings: Settings,
+    last_failure: dict[str, Any] | None = None,
 ) -> None:
     """Apply a batch of one callback's attempt outcomes, in order, as of ``now``.
+    ``last_failure`` (the cause class and last response of its latest failed attempt) goes into
+    ``callback.failing`` and ``callback.disabled``.
 
     Two statements whatever the batch size (plus the events raised); a healthy callback's
     successes cost one SELECT and take no lock.
@@ -163,17 +166,23 @@ def note_attempt_outcomes(
     )
     for event in raised:
         if event.event_type == events.CALLBACK_DISABLED:
-            disable_callback(session, callback_id, event.detail, now)
+            disable_callback(session, callback_id, event.detail, now, last_failure)
         else:
-            tell_other_callbacks(
-                session, row.tenant_id, callback_id, event.event_type, event.detail, now
-            )
+            detail = event.detail
+            if event.event_type == events.CALLBACK_FAILING and last_failure:
+                detail = {**detail, **last_failure}
+            tell_other_callbacks(session, row.tenant_id, callback_id, event.event_type, detail, now)
 
 
 def disable_callback(
-    session: Session, callback_id: uuid.UUID, reason: str, now: datetime
+    session: Session,
+    callback_id: uuid.UUID,
+    reason: str,
+    now: datetime,
+    last_failure: dict[str, Any] | None = None,
 ) -> Callback | None:
-    """Stop sending to a callback and tell the tenant's other callbacks (``callback.disabled``)."""
+    """Stop sending to a callback and tell the tenant's other callbacks (``callback.disabled``,
+    with ``last_failure``'s cause class and last response when a failure led to it)."""
     callback = session.scalar(select(Callback).where(Callback.id == callback_id).with_for_update())
     if callback is None or not callback.enabled:
         return None
@@ -186,6 +195,7 @@ def disable_callback(
         "url": callback.url,
         "reason": reason,
         "disabled_at": now.isoformat(),
+        **(last_failure or {}),
     }
     tell_other_callbacks(
         session, callback.tenant_id, callback.id, events.CALLBACK_DISABLED, data, now
@@ -196,13 +206,14 @@ def disable_callback(
 def tell_other_callbacks(
     session: Session,
     tenant_id: uuid.UUID,
-    about: uuid.UUID,
+    about: uuid.UUID | None,
     event_type: str,
     data: dict[str, Any],
     now: datetime,
 ) -> None:
     """Publish an event about one callback to the tenant's other callbacks that subscribe to it
-    (never to the callback itself: it is the one in trouble)."""
+    (never to the callback itself: it is the one in trouble). ``about`` is None for an ad-hoc
+    URL: then every subscriber hears it."""
     outbox.publish(
         session,
         tenant_id=tenant_id,

@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import os
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -68,6 +69,8 @@ class HttpResult:
     duration_ms: int
     error: str | None = None
     error_kind: ErrorKind | None = None
+    # For a connection error, what failed: "dns", "tls" or "connect" (see ``connection_cause``).
+    cause: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -189,9 +192,9 @@ class OutboundClient:
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
         started = time.monotonic()
 
-        def failed(error: str, kind: ErrorKind) -> HttpResult:
+        def failed(error: str, kind: ErrorKind, cause: str | None = None) -> HttpResult:
             elapsed = int((time.monotonic() - started) * 1000)
-            return HttpResult(None, None, None, False, elapsed, error, kind)
+            return HttpResult(None, None, None, False, elapsed, error, kind, cause)
 
         if len(body) > self.settings.max_payload_bytes:
             return failed(
@@ -236,7 +239,7 @@ class OutboundClient:
                 )
             return failed(f"timed out after {elapsed:.1f} s", ErrorKind.TIMEOUT)
         except (aiohttp.ClientError, OSError) as exc:
-            return failed(_describe(exc), ErrorKind.CONNECTION)
+            return failed(_describe(exc), ErrorKind.CONNECTION, connection_cause(exc))
 
     def _refusal(self, url: str) -> str | None:
         """Why the URL's shape (or its address literal) is refused, or None. Pure for a given
@@ -278,6 +281,16 @@ def _text(content: bytes, charset: str | None) -> str:
         return content.decode(charset or "utf-8", errors="replace")
     except LookupError:
         return content.decode("utf-8", errors="replace")
+
+
+def connection_cause(exc: BaseException) -> str:
+    """What a connection error was: the name did not resolve ("dns"), the TLS handshake or the
+    certificate failed ("tls"), or the connection itself ("connect")."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError | socket.gaierror):
+        return "dns"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return "tls"
+    return "connect"
 
 
 def _describe(exc: BaseException) -> str:

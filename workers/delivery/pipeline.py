@@ -76,6 +76,17 @@ def is_success(status: int | None, success_status: int | None) -> bool:
     return 200 <= status < 300
 
 
+def cause_class(result: HttpResult) -> str:
+    """Why an attempt failed, in one word a tenant can act on: ``3xx``, ``4xx``, ``5xx`` (or the
+    status class of a status the callback did not count as success), ``dns``, ``connect``,
+    ``tls``, ``timeout``, ``too_large``, ``blocked`` (the SSRF guard) or ``configuration``."""
+    if result.status is not None:
+        return f"{result.status // 100}xx"
+    if result.error_kind is ErrorKind.CONNECTION:
+        return result.cause or "connect"
+    return result.error_kind.value if result.error_kind is not None else "error"
+
+
 def asked_to_wait(result: HttpResult, attempted_at: datetime) -> float | None:
     """The seconds a 429 or 503 asked for in its ``Retry-After``; None if it did not."""
     if result.status not in (429, 503):
@@ -149,6 +160,7 @@ def classify(
         next_attempt_at=next_at,
         disable_callback_reason=disable_reason,
         outcome=result.outcome,
+        cause=None if succeeded else cause_class(result),
     )
 
 

@@ -19,15 +19,23 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, exists, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.events import CALLBACK_TEST, webhook_id
+from app.events import CALLBACK_TEST, DELIVERY_EXHAUSTED, webhook_id
 from app.formats import UnknownFormat, render_for
+from app.headers import masked_headers
 from app.models import Callback, Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
-from app.services.callback_health import disable_callback, note_attempt_outcomes
+from app.services.callback_health import (
+    disable_callback,
+    note_attempt_outcomes,
+    tell_other_callbacks,
+)
 from app.services.callbacks import signing_secrets
 from config.settings import Settings
 from workers.delivery.lanes import LaneLimits
 
 log = logging.getLogger(__name__)
+
+# How much of the last response body an event about a failure carries: enough to see why.
+EXHAUSTED_BODY_CHARS = 1024
 
 
 def lane_of(callback_id: uuid.UUID | None, url: str) -> str:
@@ -60,6 +68,7 @@ class ClaimedDelivery:
     rate_limit_per_second: float | None = None
     # The callback's own retry schedule; None: the service's.
     retry_schedule: tuple[int, ...] | None = None
+    event_type: str = ""
 
     @property
     def lane(self) -> str:
@@ -301,6 +310,7 @@ def _prepare(
             if callback is not None and callback.retry_schedule is not None
             else None
         ),
+        event_type=message.event_type,
     )
 
 
@@ -331,6 +341,8 @@ class AttemptRecord:
     disable_callback_reason: str | None = None
     # The ``outcome`` metric label: the status class, or why nothing came back.
     outcome: str = "error"
+    # A failure's cause class (``pipeline.cause_class``); None for a success.
+    cause: str | None = None
 
 
 # Move each delivery on, but only where this worker still holds the lease: one that overran its
@@ -419,7 +431,11 @@ def record_attempts(
     if attempts:
         # Core, not ORM, bulk insert: no per-row bookkeeping, one multi-row INSERT.
         session.execute(insert(cast(Table, DeliveryAttempt.__table__)), attempts)
-    _note_callback_health(session, [o for o in outcomes if o[0].id in ours], settings)
+    settled = [o for o in outcomes if o[0].id in ours]
+    _note_callback_health(session, settled, settings)
+    for claimed, record in settled:
+        if _status_after(record) is DeliveryStatus.FAILED:
+            tell_exhausted(session, claimed, record, settings)
     session.flush()
     return ours
 
@@ -435,10 +451,16 @@ def _note_callback_health(
             by_callback[claimed.callback_id].append((claimed, record))
     # In id order, so two workers recording overlapping batches lock callbacks in the same order.
     for callback_id, entries in sorted(by_callback.items()):
+        failures = sorted((r for _, r in entries if not r.succeeded), key=lambda r: r.attempted_at)
+        last_failure = failure_summary(failures[-1]) if failures else None
         gone = next((r for _, r in entries if r.disable_callback_reason), None)
         if gone is not None:
             disable_callback(
-                session, callback_id, gone.disable_callback_reason or "", gone.attempted_at
+                session,
+                callback_id,
+                gone.disable_callback_reason or "",
+                gone.attempted_at,
+                failure_summary(gone),
             )
             continue
         # A healthy callback's success changes nothing: skip the statement (and its row lock).
@@ -451,7 +473,54 @@ def _note_callback_health(
             [record.succeeded for record in ordered],
             ordered[-1].attempted_at,
             settings,
+            last_failure,
         )
+
+
+def failure_summary(record: AttemptRecord) -> dict[str, Any]:
+    """What events about a failure carry: its cause class, its error and the response that came
+    back (credentials masked, the body cut short), if one did."""
+    response = None
+    if record.response_status is not None:
+        body = record.response_body or ""
+        response = {
+            "status": record.response_status,
+            "headers": masked_headers(record.response_headers or {}),
+            "body": body[:EXHAUSTED_BODY_CHARS],
+            "body_truncated": record.response_body_truncated or len(body) > EXHAUSTED_BODY_CHARS,
+        }
+    return {"cause": record.cause, "error": record.error, "last_response": response}
+
+
+def tell_exhausted(
+    session: Session, claimed: ClaimedDelivery, record: AttemptRecord, settings: Settings
+) -> None:
+    """Send ``delivery.exhausted`` about a delivery that gave up to the tenant's other callbacks
+    that subscribe to it: what was sent, what came back (credentials masked), why, and where to
+    look. Not for a ``delivery.exhausted`` that gave up: two dead callbacks would otherwise tell
+    each other forever."""
+    if claimed.event_type == DELIVERY_EXHAUSTED or claimed.tenant_id is None:
+        return
+    data = {
+        "delivery_id": str(claimed.id),
+        "webhook_id": claimed.webhook_id,
+        "event_type": claimed.event_type,
+        "callback_id": str(claimed.callback_id) if claimed.callback_id else None,
+        "url": claimed.url,
+        "attempts": claimed.attempt_count + 1,
+        **failure_summary(record),
+        "last_request": {"headers": record.request_headers},
+        "exhausted_at": record.attempted_at.isoformat(),
+        "portal_url": f"{settings.public_url}/portal/deliveries/{claimed.id}",
+    }
+    tell_other_callbacks(
+        session,
+        claimed.tenant_id,
+        claimed.callback_id,
+        DELIVERY_EXHAUSTED,
+        data,
+        record.attempted_at,
+    )
 
 
 def has_due_deliveries(session: Session, now: datetime) -> bool:

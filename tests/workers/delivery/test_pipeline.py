@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from app import events
-from app.models import Callback, Delivery, DeliveryStatus
+from app.models import Callback, Delivery, DeliveryStatus, Message
 from app.services import outbox
 from app.services.callbacks import rotate_secret
 from tests.factories import make_callback
 from tests.sending import deliver, post
-from workers.delivery.http import OutboundClient
+from workers.delivery.http import ErrorKind, HttpResult, OutboundClient, connection_cause
+from workers.delivery.pipeline import cause_class
 
 
 def publish(db_session, owner, callback=None, url=None, data=None):
@@ -467,3 +472,109 @@ def test_credentials_in_custom_headers_reach_the_receiver_but_never_the_attempt_
     assert attempt.request_headers["Cookie"] == "<redacted>"
     assert attempt.request_headers["Authorization"] == "<redacted>"
     assert attempt.request_headers["X-Team"] == "blue"
+
+
+def exhausted_events(db_session) -> list[dict]:
+    db_session.expire_all()
+    return [
+        json.loads(body)["data"]
+        for body in db_session.scalars(
+            select(Message.body).where(Message.event_type == events.DELIVERY_EXHAUSTED)
+        )
+    ]
+
+
+def test_a_delivery_that_gives_up_tells_the_other_callbacks_why(
+    db_session, settings, owner, receiver, http
+):
+    receiver.answer("/dead", 503, headers={"Set-Cookie": "session=secret", "X-Why": "maintenance"})
+    dead = make_callback(db_session, owner, receiver.url("/dead"), retry_schedule=[])
+    watcher = make_callback(
+        db_session, owner, receiver.url("/ops"), event_types=[events.DELIVERY_EXHAUSTED]
+    )
+    make_callback(db_session, owner, receiver.url("/jobs"))  # not subscribed to it
+    delivery = publish(db_session, owner, dead)
+
+    assert deliver(db_session, http, settings, delivery.id) is False
+
+    (told,) = exhausted_events(db_session)
+    assert told["delivery_id"] == str(delivery.id)
+    assert told["webhook_id"] == f"msg_{delivery.message_id.hex}"
+    assert told["event_type"] == events.JOB_SUCCEEDED
+    assert told["callback_id"] == str(dead.id)
+    assert told["cause"] == "5xx"
+    assert told["attempts"] == 1
+    assert told["last_response"]["status"] == 503
+    assert told["last_response"]["headers"]["X-Why"] == "maintenance"
+    assert told["last_response"]["headers"]["Set-Cookie"] != "session=secret"  # masked
+    assert told["last_request"]["headers"]["webhook-signature"] == "<redacted>"
+    assert told["portal_url"].endswith(f"/portal/deliveries/{delivery.id}")
+    (to_watcher,) = db_session.scalars(
+        select(Delivery).where(Delivery.message_id != delivery.message_id)
+    ).all()
+    assert to_watcher.callback_id == watcher.id
+
+
+def test_an_exhausted_notice_that_gives_up_is_not_itself_told(
+    db_session, settings, owner, receiver, http
+):
+    receiver.answer("/a", 500)
+    receiver.answer("/b", 500)
+    first = make_callback(
+        db_session, owner, receiver.url("/a"), retry_schedule=[], event_types=["delivery.*"]
+    )
+    make_callback(
+        db_session, owner, receiver.url("/b"), retry_schedule=[], event_types=["delivery.*"]
+    )
+    delivery = publish(db_session, owner, first)
+    assert deliver(db_session, http, settings, delivery.id) is False
+    (notice,) = db_session.scalars(
+        select(Delivery).where(Delivery.message_id != delivery.message_id)
+    ).all()
+    # The notice to the second callback fails for good too; nobody is told about that.
+    assert deliver(db_session, http, settings, notice.id) is False
+    assert len(exhausted_events(db_session)) == 1
+
+
+@pytest.mark.parametrize(
+    ("result", "cause"),
+    [
+        (HttpResult(301, {}, "", False, 5), "3xx"),
+        (HttpResult(404, {}, "", False, 5), "4xx"),
+        (HttpResult(200, {}, "", False, 5), "2xx"),  # a callback whose success_status is 201
+        (HttpResult(None, None, None, False, 5, "x", ErrorKind.TIMEOUT), "timeout"),
+        (HttpResult(None, None, None, False, 5, "x", ErrorKind.CONNECTION, "dns"), "dns"),
+        (HttpResult(None, None, None, False, 5, "x", ErrorKind.CONNECTION), "connect"),
+        (HttpResult(None, None, None, False, 5, "x", ErrorKind.BLOCKED), "blocked"),
+        (HttpResult(None, None, None, False, 5, "x", ErrorKind.TOO_LARGE), "too_large"),
+    ],
+)
+def test_each_failure_has_a_cause_class(result, cause):
+    assert cause_class(result) == cause
+
+
+def test_a_connection_error_says_whether_the_name_the_handshake_or_the_connection_failed():
+    key = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
+    assert connection_cause(socket.gaierror(-2, "Name or service not known")) == "dns"
+    assert connection_cause(aiohttp.ClientConnectorDNSError(key, OSError(-2, "no"))) == "dns"
+    assert connection_cause(ssl.SSLCertVerificationError("bad cert")) == "tls"
+    assert connection_cause(ConnectionRefusedError(111, "refused")) == "connect"
+
+
+def test_a_callback_disabled_by_its_answer_tells_the_others_the_cause_and_the_response(
+    db_session, settings, owner, receiver, http
+):
+    receiver.answer("/retired", 410, body=b"this endpoint is retired")
+    retired = make_callback(db_session, owner, receiver.url("/retired"))
+    make_callback(db_session, owner, receiver.url("/ops"), event_types=["callback.disabled"])
+    delivery = publish(db_session, owner, retired)
+    assert deliver(db_session, http, settings, delivery.id) is False
+    db_session.expire_all()
+    (body,) = db_session.scalars(
+        select(Message.body).where(Message.event_type == events.CALLBACK_DISABLED)
+    )
+    told = json.loads(body)["data"]
+    assert told["callback_id"] == str(retired.id)
+    assert told["cause"] == "4xx"
+    assert told["last_response"]["status"] == 410
+    assert told["last_response"]["body"] == "this endpoint is retired"
