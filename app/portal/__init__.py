@@ -15,6 +15,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         callbacks,
         dashboard,
         deliveries,
+        event_types,
         jobs,
         sessions,
         settings_page,

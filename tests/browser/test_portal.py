@@ -191,3 +191,54 @@ def test_the_main_pages_fit_a_phone_screen(stack, acme, browser, artifacts):
         page.screenshot(path=artifacts / "portal-dashboard-phone.png", full_page=True)
     finally:
         phone.close()
+
+
+def test_a_tenant_catalogues_a_type_and_subscribes_a_callback_to_it_in_the_browser(
+    stack, desktop, receiver, artifacts
+):
+    initech = stack.create_tenant("initech")
+    page = desktop.new_page()
+    sign_in(page, initech["api_key"])
+
+    # The catalogue: a type with a schema.
+    page.get_by_role("link", name="Event types").click()
+    expect(page.get_by_text("No event types yet.")).to_be_visible()
+    page.get_by_label("Name").fill("invoice.paid")
+    page.get_by_label("Description").fill("An invoice was paid in full.")
+    page.get_by_label("JSON Schema").fill('{"type": "object", "required": ["amount"]}')
+    page.get_by_role("button", name="Add").click()
+    expect(page.get_by_role("status")).to_contain_text("Event type invoice.paid added.")
+    expect(page.locator("table code")).to_have_text("invoice.paid")
+    # A schema that is not JSON is named, and nothing is saved.
+    page.get_by_label("Name").fill("invoice.voided")
+    page.get_by_label("JSON Schema").fill("{not json")
+    page.get_by_role("button", name="Add").click()
+    expect(page.locator("#schema-error")).to_contain_text("not JSON")
+    page.screenshot(path=artifacts / "portal-event-types-desktop.png", full_page=True)
+
+    # A callback that hears the tenant's own types, by wildcard.
+    page.get_by_role("link", name="Callbacks").click()
+    page.get_by_role("link", name="Register a callback").click()
+    page.get_by_label("URL").fill(receiver.url("/billing"))
+    page.get_by_label("job.succeeded").uncheck()
+    page.get_by_label("job.failed").uncheck()
+    page.get_by_label("Your own event types").fill("invoice.*")
+    page.get_by_role("button", name="Register").click()
+    expect(page.get_by_role("status")).to_contain_text("Callback registered")
+    expect(page.locator("main")).to_contain_text("invoice.*")
+
+    # Published through the API, it arrives; data that fails the schema is refused.
+    refused = api(
+        stack, initech["api_key"], "POST", "/v1/events", json={"type": "invoice.paid", "data": {}}
+    )
+    assert refused.status_code == 422
+    published = api(
+        stack,
+        initech["api_key"],
+        "POST",
+        "/v1/events",
+        json={"type": "invoice.paid", "data": {"amount": 12}},
+    )
+    assert published.status_code == 202, published.text
+    (arrived,) = receiver.wait_for(1, "/billing", timeout=ARRIVAL_MS / 1000)
+    assert arrived.headers["webhook-id"] == published.json()["webhook_id"]
