@@ -146,6 +146,8 @@ class Callback(Base):
     rate_limit_per_second: Mapped[float | None] = mapped_column(Float)
     # Seconds before each retry, in place of BOOMERANG_RETRY_SCHEDULE; NULL: the service's.
     retry_schedule: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    # A CEL expression its events must pass (app/filters.py); NULL: every event of its types.
+    filter: Mapped[str | None] = mapped_column(Text)
     # Extra request headers the tenant wants on every delivery (checked when set).
     headers: Mapped[dict[str, str]] = mapped_column(
         JSONB, nullable=False, default=dict, server_default=text("'{}'::jsonb")
@@ -174,6 +176,13 @@ class Callback(Base):
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+    __table_args__ = (
+        # Every event looks up its tenant's filtered callbacks: most tenants have none.
+        Index(
+            "ix_callback_tenant_filtered", "tenant_id", postgresql_where=text("filter IS NOT NULL")
+        ),
     )
 
 

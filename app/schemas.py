@@ -15,6 +15,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
 
 from app.events import channels_problem, publishable_problem, subscription_problem, webhook_id
+from app.filters import filter_problem
 from app.formats import format_names
 from app.headers import masked_headers
 from app.models import JobStatus
@@ -68,6 +69,12 @@ def _channels_field(description: str) -> fields.List:
     return fields.List(
         fields.String(), validate=_check_channels, metadata={"description": description}
     )
+
+
+def _check_filter(value: str | None) -> None:
+    problem = filter_problem(value) if value is not None else None
+    if problem:
+        raise ValidationError(problem)
 
 
 def _check_publishable(value: str) -> None:
@@ -166,6 +173,15 @@ class CallbackCreateSchema(InputSchema):
         "Hear only events published on one of these channels (at most 10). Empty or left "
         "out: every event of the callback's types, whatever its channels."
     )
+    filter = fields.String(
+        validate=_check_filter,
+        allow_none=True,
+        metadata={
+            "description": "A CEL expression over the event's `type`, `data`, `channels` and "
+            "timestamp`: the callback hears only events it is true for, e.g. `data.amount > "
+            '100 && data.currency == "EUR"`. Null: every event of its types.'
+        },
+    )
     description = fields.String(validate=validate.Length(max=1000), allow_none=True)
     success_status = fields.Integer(
         strict=True, validate=validate.Range(min=100, max=599), allow_none=True
@@ -231,6 +247,7 @@ class CallbackSchema(Schema):
     url = fields.String()
     event_types = fields.List(fields.String())
     channels = fields.List(fields.String())
+    filter = fields.String(allow_none=True)
     description = fields.String(allow_none=True)
     success_status = fields.Integer(allow_none=True)
     max_concurrency = fields.Integer(allow_none=True)

@@ -2,7 +2,7 @@
 
 Starts gunicorn, both Celery workers and beat (as in production: the delivery worker on a thread
 pool) against a scratch database and a private redis-server, plus an aiohttp receiver in its own
-process, and runs seven scenarios in one go:
+process, and runs nine scenarios in one go:
 
 1. throughput: N deliveries to a fast receiver, beside (a) a raw aiohttp client POSTing the same
    signed bodies and (b) a naive one-Celery-task-per-callback sender (bench/naive/);
@@ -14,7 +14,8 @@ process, and runs seven scenarios in one go:
 6. backlog: B deliveries waiting for a retry: worker memory, sweep time, Redis queue length;
 7. retention: R attempts past retention, dropped as daily partitions beside the batched DELETE
    that pruned them before: time and WAL written;
-8. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
+8. fanout: one event to 100 callbacks through the outbox, without and with CEL content filters;
+9. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
 
 Deliveries for 1-3 are made the way a finished job makes them: the real outbox
 (``app.services.outbox.publish``) writes a finished job, its message and its delivery, and the

@@ -26,6 +26,7 @@ class Sizes:
     stream_seconds: int = 10
     long_polls: int = 2_000
     retention_rows: int = 5_000_000
+    fanout_events: int = 500
 
 
 SMOKE = Sizes(
@@ -48,4 +49,5 @@ SMOKE = Sizes(
     stream_seconds=2,
     long_polls=40,
     retention_rows=20_000,
+    fanout_events=10,
 )

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from app.cli import main
-from app.models import ApiKey, Delivery, DeliveryAttempt, Message, Tenant
+from app.models import ApiKey, Delivery, DeliveryAttempt, EventType, Message, Tenant
 from app.services.tenants import authenticate
 from tests.factories import make_callback, make_delivery, make_job, make_tenant
 from tests.support.processes import free_port
@@ -157,7 +157,8 @@ def test_key_revoke_of_an_unknown_key_fails(invoke):
 
 def populate(session: Session, tenant: Tenant) -> None:
     """One of everything a tenant can own: a key, a callback, a job, messages, deliveries (to a
-    callback and to an ad-hoc URL) and an attempt."""
+    callback and to an ad-hoc URL), an attempt and a type in its event catalogue."""
+    session.add(EventType(tenant_id=tenant.id, name="invoice.paid"))
     callback = make_callback(session, tenant, "http://127.0.0.1:9/hook")
     job = make_job(session, tenant)
     delivery = make_delivery(session, callback, job_id=job.id)

@@ -71,6 +71,7 @@ class _Metrics:
     registry: CollectorRegistry
     jobs_submitted: Counter
     events_published: Counter
+    filter_failures: Counter
     jobs_finished: Counter
     job_duration: Histogram
     delivery_attempts: Counter
@@ -95,6 +96,12 @@ def _metrics() -> _Metrics:
             "boomerang_events_published",
             "Events stored by POST /v1/events and /v1/events:batch (repeats of an event id not "
             "counted). No type label: types are the tenants' own, and unbounded.",
+            registry=registry,
+        ),
+        filter_failures=Counter(
+            "boomerang_filter_failures",
+            "Events a callback's filter could not decide on (a missing field, a type mismatch, "
+            "a result that is not a boolean): that callback did not hear them.",
             registry=registry,
         ),
         jobs_finished=Counter(
@@ -167,6 +174,12 @@ def events_published(count: int) -> None:
     """Count newly stored published events."""
     if count:
         _metrics().events_published.inc(count)
+
+
+@_never_raises
+def filter_failed() -> None:
+    """Count an event a callback's filter could not decide on."""
+    _metrics().filter_failures.inc()
 
 
 @_never_raises

@@ -94,6 +94,7 @@ class CallbackForm:
     url: str = ""
     event_types: list[str] = field(default_factory=list)
     channels: str = ""
+    filter: str = ""
     description: str = ""
     success_status: str = ""
     max_concurrency: str = ""
@@ -111,6 +112,7 @@ class CallbackForm:
             # Boomerang's own, ticked; then the tenant's own types and wildcards, typed in.
             event_types=form.getlist("event_types") + _words(form.get("other_event_types", "")),
             channels=form.get("channels", "").strip(),
+            filter=form.get("filter", "").strip(),
             description=form.get("description", "").strip(),
             success_status=form.get("success_status", "").strip(),
             max_concurrency=form.get("max_concurrency", "").strip(),
@@ -127,6 +129,7 @@ class CallbackForm:
             url=callback.url,
             event_types=list(callback.event_types),
             channels=", ".join(callback.channels),
+            filter=callback.filter or "",
             description=callback.description or "",
             success_status=str(callback.success_status or ""),
             max_concurrency=str(callback.max_concurrency or ""),
@@ -150,6 +153,7 @@ class CallbackForm:
             "url": self.url,
             "event_types": self.event_types,
             "channels": _words(self.channels),
+            "filter": self.filter or None,
             "description": self.description or None,
             # Numbers typed into the form; anything else goes on for the schema to refuse.
             "success_status": _typed_number(self.success_status, int),

@@ -117,6 +117,7 @@ def create_callback(
         max_concurrency=fields.get("max_concurrency"),
         rate_limit_per_second=fields.get("rate_limit_per_second"),
         retry_schedule=fields.get("retry_schedule"),
+        filter=fields.get("filter"),
         headers=_checked_headers(fields.get("headers") or {}, settings),
         format=pinned_format,
         format_version=pinned_version,
@@ -201,6 +202,7 @@ def update_callback(
         "max_concurrency",
         "rate_limit_per_second",
         "retry_schedule",
+        "filter",
     ):
         if name in fields:
             setattr(callback, name, fields[name])

@@ -10,6 +10,7 @@ from bench.scenarios import (
     backlog,
     dead,
     e2e,
+    fanout,
     ingest,
     noisy,
     retention,
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "backlog": backlog.run,
     "streams": streams.run,
     "retention": retention.run,
+    "fanout": fanout.run,
     # Last: its receivers hold connections until the delivery timeout.
     "dead": dead.run,
 }

@@ -25,6 +25,7 @@ CALLBACK_KEYS = {
     "url",
     "event_types",
     "channels",
+    "filter",
     "description",
     "success_status",
     "max_concurrency",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, update
@@ -119,6 +120,65 @@ def test_callbacks_take_channels_through_the_api(client, auth):
         )
         assert refused.status_code == 422
         assert "channels" in error_fields(refused)
+
+
+def test_a_filtered_callback_hears_only_events_its_filter_passes(client, auth, db_session, owner):
+    make_callback(db_session, owner, "http://127.0.0.1:9/all", event_types=["order.*"])
+    make_callback(
+        db_session,
+        owner,
+        "http://127.0.0.1:9/big-eur",
+        event_types=["order.*"],
+        filter='data.amount > 100 && data.currency == "EUR"',
+    )
+    make_callback(
+        db_session,
+        owner,
+        "http://127.0.0.1:9/broken",
+        event_types=["order.*"],
+        filter="data.customer.tier == 1",  # fails on events without a customer
+    )
+
+    def heard(data) -> set[str]:
+        response = publish(client, auth, type="order.placed", data=data)
+        assert response.status_code == 202, response.text
+        return {url.rsplit("/", 1)[1] for url in deliveries_of(db_session, response.json["id"])}
+
+    assert heard({"amount": 120, "currency": "EUR"}) == {"all", "big-eur"}
+    assert heard({"amount": 120, "currency": "USD"}) == {"all"}
+    # A filter that cannot decide skips its own callback only; the others still hear it.
+    assert heard({"amount": 5, "customer": {"tier": 1}}) == {"all", "broken"}
+
+
+def test_filters_apply_to_job_events_too(db_session, owner, settings):
+    from app.services import outbox
+
+    make_callback(db_session, owner, "http://127.0.0.1:9/ok", filter='data.result.status == "ok"')
+    make_callback(db_session, owner, "http://127.0.0.1:9/any")
+    made = outbox.publish(
+        db_session,
+        tenant_id=owner.id,
+        event_type="job.succeeded",
+        data={"id": "j1", "result": {"status": "late"}},
+        now=datetime.now(UTC),
+        subscribers=True,
+    )
+    assert {d.url for d in made} == {"http://127.0.0.1:9/any"}
+
+
+def test_a_callback_filter_is_checked_when_set(client, auth):
+    created = client.post(
+        "/v1/callbacks", json={"url": URL, "filter": 'data.kind == "x"'}, headers=auth
+    )
+    assert created.status_code == 201 and created.json["filter"] == 'data.kind == "x"'
+    for bad in ("data.kind ==", "1 + 1", "y" * 1001):
+        refused = client.post("/v1/callbacks", json={"url": URL + "2", "filter": bad}, headers=auth)
+        assert refused.status_code == 422
+        assert "filter" in error_fields(refused)
+    cleared = client.patch(
+        f"/v1/callbacks/{created.json['id']}", json={"filter": None}, headers=auth
+    )
+    assert cleared.json["filter"] is None
 
 
 def test_an_event_nobody_hears_is_still_stored(client, auth, db_session):

@@ -156,12 +156,14 @@ def test_the_form_takes_your_own_event_types_and_wildcards_and_keeps_them_on_edi
         other_event_types="invoice.paid,  user.*\norder.placed",
         channels="eu, tenant:42",
         retry_schedule="10, 60 600",
+        filter="data.amount > 100",
     )
     assert response.status_code == 303
     (callback,) = stored_callbacks(db_session)
     assert callback.event_types == ["job.failed", "invoice.paid", "user.*", "order.placed"]
     assert callback.channels == ["eu", "tenant:42"]
     assert callback.retry_schedule == [10, 60, 600]
+    assert callback.filter == "data.amount > 100"
 
     form = signed_in.text(f"/portal/callbacks/{callback.id}/edit")
     assert 'value="invoice.paid, user.*, order.placed"' in form
@@ -171,6 +173,9 @@ def test_the_form_takes_your_own_event_types_and_wildcards_and_keeps_them_on_edi
     refused = register(signed_in, url=receiver.url("/x"), other_event_types="Invoice Paid")
     assert refused.status_code == 422
     assert 'id="event_types-error"' in refused.get_data(as_text=True)
+    bad_filter = register(signed_in, url=receiver.url("/y"), filter="data.amount >")
+    assert bad_filter.status_code == 422
+    assert 'id="filter-error"' in bad_filter.get_data(as_text=True)
 
 
 def test_an_edit_the_api_would_refuse_changes_nothing(settings, db_session, tenant):
