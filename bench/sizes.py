@@ -49,5 +49,5 @@ SMOKE = Sizes(
     stream_seconds=2,
     long_polls=40,
     retention_rows=20_000,
-    fanout_events=10,
+    fanout_events=120,
 )

@@ -23,6 +23,7 @@ SCENARIOS = (
     "backlog",
     "streams",
     "retention",
+    "fanout",
     "dead",
 )
 
@@ -130,6 +131,14 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
     assert retention["rows_left_before"] == retention["rows_left_partitioned"] == 0
     for way in ("batched_delete", "partition_drop"):
         positive(retention[way], "seconds", "wal_bytes")
+
+    fanout = scenarios["fanout"]
+    # Without filters every event reaches all 100 callbacks; with them, exactly the events whose
+    # amount (the event's number modulo 200) is at least 100 do.
+    passing = sum(1 for number in range(fanout["events"]) if number % 200 >= 100)
+    assert fanout["unfiltered"]["deliveries_made"] == 100 * fanout["events"]
+    assert fanout["filtered"]["deliveries_made"] == 100 * passing > 0
+    positive(fanout, "evaluation_us_per_filter")
 
     dead = scenarios["dead"]
     for side in ("alone", "beside_dead"):

@@ -194,10 +194,13 @@ def test_the_main_pages_fit_a_phone_screen(stack, acme, browser, artifacts):
 
 
 def test_a_tenant_catalogues_a_type_and_subscribes_a_callback_to_it_in_the_browser(
-    stack, desktop, receiver, artifacts
+    stack, browser, receiver, artifacts
 ):
     initech = stack.create_tenant("initech")
-    page = desktop.new_page()
+    # A browser of its own: the shared one is signed in as another tenant.
+    context = browser.new_context(viewport=DESKTOP, base_url=stack.base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
     sign_in(page, initech["api_key"])
 
     # The catalogue: a type with a schema.
@@ -242,3 +245,4 @@ def test_a_tenant_catalogues_a_type_and_subscribes_a_callback_to_it_in_the_brows
     assert published.status_code == 202, published.text
     (arrived,) = receiver.wait_for(1, "/billing", timeout=ARRIVAL_MS / 1000)
     assert arrived.headers["webhook-id"] == published.json()["webhook_id"]
+    context.close()
