@@ -75,17 +75,17 @@ def _publish(
     """``publish_event``'s work; ``within`` places the event in errors (``("events", "3")``)."""
     event_type, data, event_id = event["type"], event.get("data"), event.get("id")
     check_published(session, tenant, event_type, data, within)
-    body = render_body(event_type, data, now)
-    if len(body.encode()) > settings.max_payload_bytes:
+    size = len(render_body(event_type, data, now).encode())
+    if size > settings.max_payload_bytes:
         raise InvalidField(
             "json",
             "data",
-            f"the event would be {len(body.encode())} bytes; at most "
+            f"the event would be {size} bytes; at most "
             f"{settings.max_payload_bytes} (BOOMERANG_MAX_PAYLOAD_BYTES) can be delivered",
             within,
         )
     message_id = uuid.uuid4()
-    channels = event.get("channels") or []
+    channels = list(dict.fromkeys(event.get("channels") or ()))
     request_digest = digest(event_type, data, channels) if event_id is not None else None
     made = publish(
         session,
@@ -97,7 +97,7 @@ def _publish(
         message_id=message_id,
         event_id=event_id,
         request_digest=request_digest,
-        channels=list(dict.fromkeys(event.get("channels") or ())),
+        channels=channels,
     )
     if event_id is None:
         return Published(session.get_one(Message, message_id), True, len(made))
@@ -108,7 +108,9 @@ def _publish(
     if stored.id == message_id:
         return Published(stored, True, len(made))
     if stored.request_digest != request_digest:
-        raise Conflict(f"Event id {event_id!r} was published before with a different type or data.")
+        raise Conflict(
+            f"Event id {event_id!r} was published before with a different type, data or channels."
+        )
     deliveries = session.scalar(
         select(func.count()).select_from(Delivery).where(Delivery.message_id == stored.id)
     )
