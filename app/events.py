@@ -94,7 +94,10 @@ def webhook_id(message_id: uuid.UUID) -> str:
     return f"msg_{message_id.hex}"
 
 
-def render_body(event_type: str, data: Any, now: datetime) -> str:
-    """The Standard Webhooks envelope, serialised once so every retry sends the same bytes."""
-    envelope = {"type": event_type, "timestamp": now.isoformat(), "data": data}
+def render_body(event_type: str, data: Any, now: datetime, ordering_key: str | None = None) -> str:
+    """The Standard Webhooks envelope, serialised once so every retry sends the same bytes; a
+    published event's ordering key goes along so its receiver can tell the sequences apart."""
+    envelope: dict[str, Any] = {"type": event_type, "timestamp": now.isoformat(), "data": data}
+    if ordering_key is not None:
+        envelope["ordering_key"] = ordering_key
     return json.dumps(envelope, separators=(",", ":"), default=str)

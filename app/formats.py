@@ -77,6 +77,21 @@ def render_cloudevents_v1(message: Message) -> Rendered:
     return Rendered(json.dumps(event, separators=(",", ":")), "application/cloudevents+json")
 
 
+def after_failed(rendered: Rendered, webhook_ids: list[str]) -> Rendered:
+    """The same event, saying which earlier events of its ordering key its receiver will not get
+    (they were given up on): ``preceding_failed``, a list of webhook ids, in the envelope; the
+    ``precedingfailed`` extension attribute (space-separated, as CloudEvents allows only simple
+    values) in a CloudEvent. Spliced onto the rendered bytes, which stay as they were."""
+    said: dict[str, object] = (
+        {"precedingfailed": " ".join(webhook_ids)}
+        if rendered.content_type == "application/cloudevents+json"
+        else {"preceding_failed": webhook_ids}
+    )
+    field = json.dumps(said, separators=(",", ":"))[1:-1]
+    body = rendered.body.rstrip()
+    return Rendered(f"{body[:-1]},{field}}}", rendered.content_type)
+
+
 def format_names() -> tuple[str, ...]:
     """Every format a callback may choose, in the order they were added."""
     return tuple(dict.fromkeys(name for name, _ in RENDERERS))

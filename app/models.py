@@ -283,6 +283,9 @@ class Message(Base):
     channels: Mapped[list[str]] = mapped_column(
         ARRAY(String(128)), nullable=False, default=list, server_default=text("'{}'")
     )
+    # Events sharing a key reach each callback one at a time, in commit order. A job's events
+    # are keyed by the job's id.
+    ordering_key: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         Index("ix_message_tenant_feed", "tenant_id", "txid", "seq"),
@@ -302,6 +305,20 @@ class Delivery(Base):
     __tablename__ = "delivery"
     __table_args__ = (
         Index("ix_delivery_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index(
+            "ix_delivery_ordering",
+            text("coalesce(callback_id::text, url)"),
+            "ordering_key",
+            "ordering_seq",
+            postgresql_where=text("ordering_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_delivery_ordering_pending",
+            text("coalesce(callback_id::text, url)"),
+            "ordering_key",
+            "ordering_seq",
+            postgresql_where=text("ordering_key IS NOT NULL AND status = 'pending'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -325,6 +342,14 @@ class Delivery(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created_at()
+    # The message's key and its place (``message.seq``), copied so the claim can keep a key's
+    # deliveries to one lane in order without a join. A keyed delivery waiting behind an earlier
+    # one has no ``next_attempt_at`` until that one ends (app/services/ordering.py).
+    ordering_key: Mapped[str | None] = mapped_column(String(255))
+    ordering_seq: Mapped[int | None] = mapped_column(BigInteger)
+    # The earlier messages of the key this lane gave up on since its last success: what the body
+    # says, fixed at the first claim so every retry sends the same bytes. NULL: not yet looked.
+    preceding_failed: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(UUID(as_uuid=True)))
 
     message: Mapped[Message] = relationship()
     callback: Mapped[Callback | None] = relationship()

@@ -363,6 +363,18 @@ class EventPublishSchema(InputSchema):
             "type or data, 409."
         },
     )
+    ordering_key = fields.String(
+        validate=[
+            validate.Length(min=1, max=255),
+            validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not hold control characters."),
+        ],
+        metadata={
+            "description": "Events with the same key reach each callback one at a time, in the "
+            "order they were published: a later one waits until the earlier one succeeded or was "
+            "given up on (then its body lists it in `preceding_failed`). Different keys go in "
+            "parallel. Job events are keyed by their job's id."
+        },
+    )
 
 
 class EventBatchSchema(InputSchema):
@@ -384,6 +396,7 @@ class PublishedEventSchema(Schema):
     )
     type = fields.Function(lambda published: published.message.event_type)
     channels = fields.Function(lambda published: published.message.channels)
+    ordering_key = fields.Function(lambda published: published.message.ordering_key)
     event_id = fields.Function(
         lambda published: published.message.event_id,
         metadata={"description": "Your own id, if you gave one."},
@@ -488,7 +501,18 @@ class DeliverySchema(Schema):
     url = fields.String()
     status = fields.Function(lambda d: d.status.value)
     attempt_count = fields.Integer()
-    next_attempt_at = fields.DateTime(allow_none=True)
+    next_attempt_at = fields.DateTime(
+        allow_none=True,
+        metadata={"description": "Null while pending: waiting behind an earlier event of its key."},
+    )
+    ordering_key = fields.String(allow_none=True)
+    preceding_failed = fields.Function(
+        lambda d: [webhook_id(m) for m in d.preceding_failed] if d.preceding_failed else [],
+        metadata={
+            "description": "Webhook ids of earlier events of its ordering key that this "
+            "callback gave up on since its last success, as its body says."
+        },
+    )
     last_attempt_at = fields.DateTime(allow_none=True)
     succeeded_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()

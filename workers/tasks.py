@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.clock import utcnow
 from app.queues import DELIVER_TASK, PRUNE_TASK, RUN_JOBS_TASK, SWEEP_TASK
 from app.services import attempt_partitions
+from app.services.ordering import wake_stranded
 from app.services.retention import prune_batch
 from config.settings import Settings
 from workers.delivery.store import has_due_deliveries
@@ -56,11 +57,13 @@ def deliver(self) -> dict[str, int]:
 @shared_task(name=SWEEP_TASK, bind=True)
 def sweep(self) -> dict[str, int]:
     """Wake drains for work that is due and no worker holds: queued jobs whose wake was lost,
-    jobs whose worker died (queued again), retries that came due, expired delivery leases."""
+    jobs whose worker died (queued again), retries that came due, expired delivery leases, and
+    ordered deliveries left waiting behind nothing."""
     ctx = self.app.boomerang
     with ctx.session_factory() as session:
         now = utcnow()
         requeued = requeue_stranded_jobs(session, now, ctx.settings)
+        unparked = wake_stranded(session, now)
         jobs_queued = has_queued_jobs(session)
         deliveries_due = has_due_deliveries(session, now)
         session.commit()
@@ -70,6 +73,7 @@ def sweep(self) -> dict[str, int]:
         "jobs_requeued": requeued,
         "jobs_woken": int(jobs_woken),
         "deliveries_woken": int(deliveries_woken),
+        "ordered_unparked": unparked,
     }
 
 

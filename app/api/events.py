@@ -39,7 +39,8 @@ class Events(MethodView):
     @blp.alt_response(
         409,
         schema=ErrorSchema,
-        description="The event id was published before with a different type, data or channels.",
+        description="The event id was published before with a different type, data, channels "
+        "or ordering key.",
     )
     def post(self, event):
         """Publish one event. Every enabled callback whose ``event_types`` name its type (or a
@@ -57,8 +58,8 @@ class EventBatch(MethodView):
     @blp.alt_response(
         409,
         schema=ErrorSchema,
-        description="An event id was published before with a different type, data or channels: "
-        "none of the batch is stored.",
+        description="An event id was published before with a different type, data, channels "
+        "or ordering key: none of the batch is stored.",
     )
     def post(self, batch):
         """Publish up to 100 events in one transaction: all are stored, or none. Each answer

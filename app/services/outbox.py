@@ -24,6 +24,7 @@ from app.events import render_body
 from app.filters import event_context, skipped_by
 from app.models import Callback
 from app.queues import wake_deliveries
+from app.services.ordering import LATEST_PENDING, lock_keys
 
 _PUBLISH = text(
     """
@@ -51,22 +52,33 @@ _PUBLISH = text(
         SELECT DISTINCT ON (url) * FROM candidate ORDER BY url, kind, created_at, n
     ), message AS (
         INSERT INTO message (id, tenant_id, job_id, event_type, body, event_id, request_digest,
-                             channels)
+                             channels, ordering_key)
         SELECT :message_id, :tenant_id, :job_id, :event_type, :body, :event_id, :request_digest,
-               CAST(:channels AS text[])
+               CAST(:channels AS text[]), :ordering_key
         WHERE :always OR EXISTS (SELECT 1 FROM target)
         -- A published event's id seen before: nothing is stored (the caller looks it up).
         ON CONFLICT (tenant_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
-        RETURNING id
+        RETURNING id, seq
     )
     INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status, attempt_count,
-                          next_attempt_at)
+                          next_attempt_at, ordering_key, ordering_seq)
     SELECT gen_random_uuid(), :tenant_id, message.id, target.callback_id, target.url,
-           'pending', 0, :now
+           'pending', 0,
+           -- Parked behind the key's latest delivery to this lane while that is on its way.
+           CASE WHEN CAST(:ordering_key AS text) IS NOT NULL
+                     AND coalesce(LATEST_PENDING, false)
+                THEN NULL ELSE :now END,
+           :ordering_key, CASE WHEN CAST(:ordering_key AS text) IS NOT NULL THEN message.seq END
     FROM target CROSS JOIN message
     ORDER BY target.kind, target.created_at, target.n
     RETURNING id, message_id, callback_id, url
-    """
+    """.replace(
+        "LATEST_PENDING",
+        LATEST_PENDING.format(
+            lane="coalesce(target.callback_id::text, target.url)",
+            key="CAST(:ordering_key AS text)",
+        ),
+    )
 )
 
 
@@ -96,14 +108,23 @@ def publish(
     event_id: str | None = None,
     request_digest: str | None = None,
     channels: Sequence[str] = (),
+    ordering_key: str | None = None,
 ) -> list[NewDelivery]:
     """Store one message and a pending delivery for each destination: the given ``callbacks``
     (enabled or not), with ``subscribers`` every enabled callback of the tenant that listens for
     ``event_type`` (but ``excluding``), and each extra URL. Without ``keep_without_deliveries``
     an event nobody is to hear is not stored at all. A published event's ``event_id`` already
-    stored for the tenant stores nothing (see ``app/services/published.py``)."""
+    stored for the tenant stores nothing (see ``app/services/published.py``).
+
+    Events with the same ``ordering_key`` reach each destination one at a time, in commit order
+    (``app/services/ordering.py``); a job's events are keyed by the job's id unless given one."""
     session.flush()  # callbacks made in this transaction must be seen by the statement
     message_id = message_id or uuid.uuid4()
+    body = render_body(event_type, data, now, ordering_key)  # a key given is a key said
+    if ordering_key is None and job_id is not None:
+        ordering_key = str(job_id)
+    if ordering_key is not None:
+        lock_keys(session, [(tenant_id, ordering_key)])
     filtered_out = (
         _filtered_out(session, tenant_id, event_type, data, channels, now, message_id)
         if subscribers
@@ -124,7 +145,8 @@ def publish(
             "request_digest": request_digest,
             "channels": list(channels),
             "job_id": job_id,
-            "body": render_body(event_type, data, now),
+            "body": body,
+            "ordering_key": ordering_key,
             "always": keep_without_deliveries,
             "now": now,
         },

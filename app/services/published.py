@@ -27,6 +27,7 @@ from app.errors import Conflict, InvalidField
 from app.events import render_body
 from app.models import Delivery, Message, Tenant
 from app.services.event_types import check_published
+from app.services.ordering import lock_keys
 from app.services.outbox import publish
 from config.settings import Settings
 
@@ -44,13 +45,13 @@ class Published:
     deliveries: int
 
 
-def digest(event_type: str, data: Any, channels: list[str]) -> str:
-    """What a repeat must match: SHA-256 of the type, data and channels, keys sorted."""
-    canonical = json.dumps(
-        {"type": event_type, "data": data, "channels": sorted(set(channels))},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def digest(event_type: str, data: Any, channels: list[str], ordering_key: str | None = None) -> str:
+    """What a repeat must match: SHA-256 of the type, data, channels and ordering key (only when
+    given, so digests stored before keys existed still match), keys sorted."""
+    what: dict[str, Any] = {"type": event_type, "data": data, "channels": sorted(set(channels))}
+    if ordering_key is not None:
+        what["ordering_key"] = ordering_key
+    canonical = json.dumps(what, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -74,8 +75,9 @@ def _publish(
 ) -> Published:
     """``publish_event``'s work; ``within`` places the event in errors (``("events", "3")``)."""
     event_type, data, event_id = event["type"], event.get("data"), event.get("id")
+    ordering_key = event.get("ordering_key")
     check_published(session, tenant, event_type, data, within)
-    size = len(render_body(event_type, data, now).encode())
+    size = len(render_body(event_type, data, now, ordering_key).encode())
     if size > settings.max_payload_bytes:
         raise InvalidField(
             "json",
@@ -86,7 +88,9 @@ def _publish(
         )
     message_id = uuid.uuid4()
     channels = list(dict.fromkeys(event.get("channels") or ()))
-    request_digest = digest(event_type, data, channels) if event_id is not None else None
+    request_digest = (
+        digest(event_type, data, channels, ordering_key) if event_id is not None else None
+    )
     made = publish(
         session,
         tenant_id=tenant.id,
@@ -98,6 +102,7 @@ def _publish(
         event_id=event_id,
         request_digest=request_digest,
         channels=channels,
+        ordering_key=ordering_key,
     )
     if event_id is None:
         return Published(session.get_one(Message, message_id), True, len(made))
@@ -109,7 +114,8 @@ def _publish(
         return Published(stored, True, len(made))
     if stored.request_digest != request_digest:
         raise Conflict(
-            f"Event id {event_id!r} was published before with a different type, data or channels."
+            f"Event id {event_id!r} was published before with a different type, data, channels "
+            "or ordering key."
         )
     deliveries = session.scalar(
         select(func.count()).select_from(Delivery).where(Delivery.message_id == stored.id)
@@ -125,6 +131,9 @@ def publish_batch(
     now: datetime,
 ) -> list[Published]:
     """Store every event of a batch in the caller's one transaction, in order."""
+    # Every key up front, in one order: two batches sharing keys never wait on each other in a
+    # circle (each event's own lock is then already held).
+    lock_keys(session, ((tenant.id, e["ordering_key"]) for e in events if e.get("ordering_key")))
     published = [
         _publish(session, tenant, event, settings, now, within=("events", str(number)))
         for number, event in enumerate(events)

@@ -21,6 +21,8 @@ DELIVERY_KEYS = {
     "url",
     "status",
     "attempt_count",
+    "ordering_key",
+    "preceding_failed",
     "next_attempt_at",
     "last_attempt_at",
     "succeeded_at",

@@ -213,6 +213,9 @@ def test_the_same_event_id_again_is_a_repeat_and_with_other_data_a_conflict(
     rechanneled = publish(
         client, auth, type="invoice.paid", data={"amount": 1}, id="evt-1", channels=["eu"]
     )
+    rekeyed = publish(
+        client, auth, type="invoice.paid", data={"amount": 1}, id="evt-1", ordering_key="k"
+    )
     theirs = publish(client, other_auth, type="invoice.paid", data={"amount": 1}, id="evt-1")
 
     assert first.status_code == 202 and first.json["event_id"] == "evt-1"
@@ -221,7 +224,7 @@ def test_the_same_event_id_again_is_a_repeat_and_with_other_data_a_conflict(
     assert again.json["created"] is False
     assert again.json["deliveries"] == 1
     assert changed.status_code == 409 and "evt-1" in changed.json["message"]
-    assert retyped.status_code == rechanneled.status_code == 409
+    assert retyped.status_code == rechanneled.status_code == rekeyed.status_code == 409
     # Ids are the publisher's own: another tenant's evt-1 is another event.
     assert theirs.status_code == 202 and theirs.json["id"] != first.json["id"]
     count = db_session.scalar(
@@ -301,6 +304,27 @@ def test_a_batch_is_stored_in_one_transaction_in_order(client, auth, db_session,
     assert db_session.scalar(select(Message).where(Message.event_id == "b-other")) is None
 
 
+def test_an_ordering_key_is_stored_answered_and_said_in_the_body(client, auth, db_session, owner):
+    make_callback(db_session, owner, URL, event_types=["invoice.*"])
+    events = [
+        {"type": "invoice.paid", "data": {"n": n}, "ordering_key": "cust-7"} for n in range(2)
+    ]
+    response = client.post("/v1/events:batch", json={"events": events}, headers=auth)
+    assert response.status_code == 202, response.text
+    first, second = response.json["data"]
+    assert first["ordering_key"] == second["ordering_key"] == "cust-7"
+    assert json.loads(db_session.get_one(Message, uuid.UUID(first["id"])).body)["ordering_key"] == (
+        "cust-7"
+    )
+    (waiting,) = deliveries_of(db_session, second["id"]).values()
+    assert waiting.ordering_key == "cust-7" and waiting.next_attempt_at is None  # behind the first
+    unkeyed = publish(client, auth, type="invoice.paid", data={})
+    assert unkeyed.json["ordering_key"] is None
+    assert "ordering_key" not in json.loads(
+        db_session.get_one(Message, uuid.UUID(unkeyed.json["id"])).body
+    )
+
+
 def test_a_batch_holds_one_to_a_hundred_events_and_errors_name_the_event(client, auth):
     event = {"type": "user.created", "data": {}}
     empty = client.post("/v1/events:batch", json={"events": []}, headers=auth)
@@ -329,7 +353,10 @@ def test_a_batch_holds_one_to_a_hundred_events_and_errors_name_the_event(client,
         ({"type": "callback.test", "data": {}}, "type"),
         ({"type": "invoice.paid", "data": {}, "id": ""}, "id"),
         ({"type": "invoice.paid", "data": {}, "id": "x" * 256}, "id"),
-        ({"type": "invoice.paid", "data": {}, "ordering_key": "k"}, "ordering_key"),
+        ({"type": "invoice.paid", "data": {}, "ordering_key": ""}, "ordering_key"),
+        ({"type": "invoice.paid", "data": {}, "ordering_key": "k" * 256}, "ordering_key"),
+        ({"type": "invoice.paid", "data": {}, "ordering_key": "a\nb"}, "ordering_key"),
+        ({"type": "invoice.paid", "data": {}, "ordering_key": 7}, "ordering_key"),
         ({"type": "invoice.paid", "data": {}, "channels": ["a b"]}, "channels"),
         (
             {"type": "invoice.paid", "data": {}, "channels": [f"c{n}" for n in range(11)]},

@@ -293,3 +293,49 @@ def test_a_published_event_reaches_the_callbacks_subscribed_to_it(stack, account
     time.sleep(1)
     assert len(receiver.received("/invoices")) == 2
     assert receiver.received("/users") == []
+
+
+def test_events_sharing_a_key_arrive_in_order_through_retries(stack, account, receiver):
+    """Each event of a key fails once before it lands; the next of that key is not sent until
+    it has, while the other key goes on beside it. A key whose event is given up on goes on too,
+    and the next event's body names the one given up on."""
+    receiver.answer("/ordered", 503, 200, per_message=True)
+    receiver.answer("/gives-up", 503, 200)
+    added = api(stack, account, "POST", "/v1/event-types", json={"name": "ledger.entry"})
+    assert added.status_code in (201, 409), added.text
+    for path, schedule in (("/ordered", [1, 1, 1]), ("/gives-up", [])):
+        registered = api(
+            stack,
+            account,
+            "POST",
+            "/v1/callbacks",
+            json={
+                "url": receiver.url(path),
+                "event_types": ["ledger.*"],
+                "retry_schedule": schedule,
+            },
+        )
+        assert registered.status_code == 201, registered.text
+    events = [
+        {"type": "ledger.entry", "data": {"n": n}, "ordering_key": key}
+        for n in range(3)
+        for key in ("acct-1", "acct-2")
+    ]
+    published = api(stack, account, "POST", "/v1/events:batch", json={"events": events})
+    assert published.status_code == 202, published.text
+
+    arrived = receiver.wait_for(12, "/ordered", timeout=40)  # six events, each twice
+    for key in ("acct-1", "acct-2"):
+        seen = [
+            (r.json()["data"]["n"], r.status) for r in arrived if r.json()["ordering_key"] == key
+        ]
+        # Each event: refused, then accepted; the next only after that.
+        assert seen == [(0, 503), (0, 200), (1, 503), (1, 200), (2, 503), (2, 200)], seen
+
+    gave_up = receiver.wait_for(6, "/gives-up", timeout=20)
+    first_of = {}
+    for request in gave_up:
+        first_of.setdefault(request.json()["ordering_key"], request)
+    failed_ids = {first_of[key].webhook_id for key in first_of if first_of[key].status == 503}
+    said = {failed for request in gave_up for failed in request.json().get("preceding_failed", [])}
+    assert failed_ids and said == failed_ids

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.models import Delivery, DeliveryStatus
 from app.services import callbacks as callbacks_service
+from app.services import outbox
 from tests.factories import make_callback, make_delivery
 from tests.portal.conftest import add_attempt
 
@@ -122,3 +123,30 @@ def test_a_bad_status_filter_is_a_400_page(signed_in):
 
     assert response.status_code == 400
     assert "Unknown status" in response.get_data(as_text=True)
+
+
+def test_a_delivery_waiting_behind_its_key_says_so(signed_in, db_session, tenant):
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
+    made = [
+        outbox.publish(
+            db_session,
+            tenant_id=tenant.row.id,
+            event_type="invoice.paid",
+            data={"n": n},
+            now=datetime.now(UTC),
+            callbacks=[callback],
+            ordering_key="cust-7",
+        )[0]
+        for n in range(2)
+    ]
+    first = db_session.get_one(Delivery, made[0].id)
+    first.status = DeliveryStatus.FAILED
+    waiting = db_session.get_one(Delivery, made[1].id)
+    waiting.preceding_failed = [first.message_id]
+    db_session.commit()
+
+    page = signed_in.text(f"/portal/deliveries/{waiting.id}")
+
+    assert "<code>cust-7</code>" in page
+    assert "after the earlier events of its ordering key" in page
+    assert f"msg_{first.message_id.hex}" in page

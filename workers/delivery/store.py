@@ -19,8 +19,9 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, exists, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from app.clock import utcnow
 from app.events import CALLBACK_TEST, DELIVERY_EXHAUSTED, webhook_id
-from app.formats import UnknownFormat, render_for
+from app.formats import UnknownFormat, after_failed, render_for
 from app.headers import masked_headers
 from app.models import Callback, Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
 from app.services.callback_health import (
@@ -29,6 +30,7 @@ from app.services.callback_health import (
     tell_other_callbacks,
 )
 from app.services.callbacks import signing_secrets
+from app.services.ordering import wake_next
 from config.settings import Settings
 from workers.delivery.lanes import LaneLimits
 
@@ -69,6 +71,7 @@ class ClaimedDelivery:
     # The callback's own retry schedule; None: the service's.
     retry_schedule: tuple[int, ...] | None = None
     event_type: str = ""
+    ordering_key: str | None = None
 
     @property
     def lane(self) -> str:
@@ -89,6 +92,14 @@ _CLAIM = text(
           AND (locked_until IS NULL OR locked_until < :now)
           AND NOT (coalesce(callback_id::text, url) = ANY(CAST(:full_lanes AS text[])))
           AND (:any_id OR id = ANY(CAST(:ids AS uuid[])))
+          -- A keyed delivery goes only once nothing earlier of its key to its lane is pending.
+          AND (ordering_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM delivery AS ahead
+              WHERE ahead.status = 'pending'
+                AND coalesce(ahead.callback_id::text, ahead.url)
+                    = coalesce(delivery.callback_id::text, delivery.url)
+                AND ahead.ordering_key = delivery.ordering_key
+                AND ahead.ordering_seq < delivery.ordering_seq))
         ORDER BY next_attempt_at
         LIMIT :scan
         FOR UPDATE SKIP LOCKED
@@ -108,11 +119,37 @@ _CLAIM = text(
         LIMIT :limit
     )
     UPDATE delivery
-    SET lease_id = :lease_id, locked_until = :locked_until
+    SET lease_id = :lease_id, locked_until = :locked_until,
+        -- Said in the body from the first attempt on: the key's earlier messages this lane gave
+        -- up on since its last success (at most 100 looked back at).
+        preceding_failed = CASE
+            WHEN delivery.ordering_key IS NULL OR delivery.preceding_failed IS NOT NULL
+                THEN delivery.preceding_failed
+            ELSE coalesce((
+                SELECT array_agg(earlier.message_id ORDER BY earlier.ordering_seq)
+                FROM (
+                    SELECT before.message_id, before.ordering_seq, before.status,
+                           count(*) FILTER (WHERE before.status = 'succeeded')
+                               OVER (ORDER BY before.ordering_seq DESC) AS successes_since
+                    FROM (
+                        SELECT message_id, ordering_seq, status
+                        FROM delivery AS past
+                        WHERE coalesce(past.callback_id::text, past.url)
+                              = coalesce(delivery.callback_id::text, delivery.url)
+                          AND past.ordering_key = delivery.ordering_key
+                          AND past.ordering_seq < delivery.ordering_seq
+                        ORDER BY past.ordering_seq DESC
+                        LIMIT 100
+                    ) AS before
+                ) AS earlier
+                WHERE earlier.successes_since = 0 AND earlier.status IN ('failed', 'cancelled')
+            ), '{}')
+        END
     FROM chosen
     WHERE delivery.id = chosen.id
     RETURNING delivery.id, delivery.tenant_id, delivery.message_id, delivery.callback_id,
-              delivery.url, delivery.attempt_count
+              delivery.url, delivery.attempt_count, delivery.ordering_key,
+              delivery.preceding_failed
     """
 )
 
@@ -146,14 +183,14 @@ def claim_deliveries(
         return []
     context = _load_context(session, rows)
     claimed: list[ClaimedDelivery] = []
-    stopped: dict[uuid.UUID, DeliveryStatus] = {}
+    stopped: dict[uuid.UUID, tuple[Row[Any], DeliveryStatus]] = {}
     for row in rows:
         prepared = _prepare(row, context, lease_id, now)
         if isinstance(prepared, ClaimedDelivery):
             claimed.append(prepared)
         else:
-            stopped[row.id] = prepared
-    _settle_stopped(session, stopped)
+            stopped[row.id] = (row, prepared)
+    _settle_stopped(session, stopped, now)
     return claimed
 
 
@@ -279,6 +316,8 @@ def _prepare(
             return DeliveryStatus.FAILED  # disabled: failed, so a recover can send it later
     try:
         rendered = render_for(callback, message)
+        if row.preceding_failed:
+            rendered = after_failed(rendered, [webhook_id(m) for m in row.preceding_failed])
     except UnknownFormat:
         # Only if a released format version were ever removed: fail this one, not the batch.
         log.exception("delivery %s: its callback's format is unknown", row.id)
@@ -311,17 +350,25 @@ def _prepare(
             else None
         ),
         event_type=message.event_type,
+        ordering_key=row.ordering_key,
     )
 
 
-def _settle_stopped(session: Session, stopped: Mapping[uuid.UUID, DeliveryStatus]) -> None:
-    """End the deliveries that were leased but will not be sent, one statement per status."""
-    for status in set(stopped.values()):
+def _settle_stopped(
+    session: Session, stopped: Mapping[uuid.UUID, tuple[Row[Any], DeliveryStatus]], now: datetime
+) -> None:
+    """End the deliveries that were leased but will not be sent, one statement per status, and
+    let what waited behind them go."""
+    statuses = {row.id: status for row, status in stopped.values()}
+    for status in set(statuses.values()):
         session.execute(
             update(Delivery)
-            .where(Delivery.id.in_([i for i, s in stopped.items() if s == status]))
+            .where(Delivery.id.in_([i for i, s in statuses.items() if s == status]))
             .values(status=status, next_attempt_at=None, locked_until=None, lease_id=None)
         )
+    wake_next(
+        session, ((row.id, row.tenant_id, row.ordering_key) for row, _ in stopped.values()), now
+    )
 
 
 @dataclass(frozen=True)
@@ -432,6 +479,16 @@ def record_attempts(
         # Core, not ORM, bulk insert: no per-row bookkeeping, one multi-row INSERT.
         session.execute(insert(cast(Table, DeliveryAttempt.__table__)), attempts)
     settled = [o for o in outcomes if o[0].id in ours]
+    wake_next(
+        session,
+        (
+            (claimed.id, claimed.tenant_id, claimed.ordering_key)
+            for claimed, record in settled
+            if claimed.tenant_id is not None and _status_after(record) is not DeliveryStatus.PENDING
+        ),
+        # Due from when the one ahead ended, on the clock the claim compares against.
+        max((record.attempted_at for _, record in settled), default=utcnow()),
+    )
     _note_callback_health(session, settled, settings)
     for claimed, record in settled:
         if _status_after(record) is DeliveryStatus.FAILED:
