@@ -2,7 +2,7 @@
 
 Starts gunicorn, both Celery workers and beat (as in production: the delivery worker on a thread
 pool) against a scratch database and a private redis-server, plus an aiohttp receiver in its own
-process, and runs nine scenarios in one go:
+process, and runs ten scenarios in one go:
 
 1. throughput: N deliveries to a fast receiver, beside (a) a raw aiohttp client POSTing the same
    signed bodies and (b) a naive one-Celery-task-per-callback sender (bench/naive/);
@@ -15,7 +15,9 @@ process, and runs nine scenarios in one go:
 7. retention: R attempts past retention, dropped as daily partitions beside the batched DELETE
    that pruned them before: time and WAL written;
 8. fanout: one event to 100 callbacks through the outbox, without and with CEL content filters;
-9. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
+9. ordering: 1,000 keys x 10 events to one callback, unordered, ordered, and ordered with one
+   key's receiver answering 503 for a minute: every other key's pace, and order per key;
+10. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
 
 Deliveries for 1-3 are made the way a finished job makes them: the real outbox
 (``app.services.outbox.publish``) writes a finished job, its message and its delivery, and the

@@ -9,8 +9,8 @@ import uuid
 
 from bench.stack import Bench
 
-# Jobs, messages and deliveries as the outbox writes them; ``ord`` keeps the plan's order in the
-# queue (a delivery is claimed oldest-due first).
+# Jobs, messages and deliveries as the outbox writes them (keyed by the job, as job events are);
+# ``ord`` keeps the plan's order in the queue (a delivery is claimed oldest-due first).
 _PUBLISH = """
 WITH plan AS (
     SELECT p.tenant_id, p.callback_id, p.ord,
@@ -24,7 +24,7 @@ WITH plan AS (
            jsonb_build_object('n', ord), 1, 3, now(), now(), now()
     FROM plan
 ), messages AS (
-    INSERT INTO message (id, tenant_id, job_id, event_type, body, created_at)
+    INSERT INTO message (id, tenant_id, job_id, event_type, body, created_at, ordering_key)
     SELECT message_id, tenant_id, job_id, 'job.succeeded',
            json_build_object(
                'type', 'job.succeeded', 'timestamp', now(),
@@ -32,14 +32,17 @@ WITH plan AS (
                    'id', job_id, 'type', 'echo', 'status', 'succeeded',
                    'input', json_build_object('n', ord), 'result', json_build_object('n', ord),
                    'error', NULL, 'finished_at', now()))::text,
-           now()
+           now(), job_id::text
     FROM plan
+    RETURNING id, seq
 )
 INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status, attempt_count,
-                      next_attempt_at, created_at)
+                      next_attempt_at, created_at, ordering_key, ordering_seq)
 SELECT gen_random_uuid(), plan.tenant_id, plan.message_id, plan.callback_id, callback.url,
-       'pending', 0, now() + plan.ord * interval '1 microsecond', now()
+       'pending', 0, now() + plan.ord * interval '1 microsecond', now(),
+       plan.job_id::text, messages.seq
 FROM plan JOIN callback ON callback.id = plan.callback_id
+     JOIN messages ON messages.id = plan.message_id
 RETURNING message_id
 """
 

@@ -27,6 +27,9 @@ class Sizes:
     long_polls: int = 2_000
     retention_rows: int = 5_000_000
     fanout_events: int = 500
+    ordering_keys: int = 1_000
+    ordering_events: int = 10
+    ordering_stuck_seconds: int = 60
 
 
 SMOKE = Sizes(
@@ -50,4 +53,7 @@ SMOKE = Sizes(
     long_polls=40,
     retention_rows=20_000,
     fanout_events=120,
+    ordering_keys=20,
+    ordering_events=3,
+    ordering_stuck_seconds=3,
 )

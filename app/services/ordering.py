@@ -33,6 +33,7 @@ LATEST_PENDING = """
      FROM delivery AS latest
      WHERE coalesce(latest.callback_id::text, latest.url) = {lane}
        AND latest.ordering_key = {key}
+       AND latest.tenant_id = {tenant}
      ORDER BY latest.ordering_seq DESC
      LIMIT 1)
 """
@@ -62,7 +63,7 @@ def lock_keys(session: Session, keys: Iterable[tuple[uuid.UUID, str]]) -> None:
 _WAKE_NEXT = text(
     """
     WITH ended AS (
-        SELECT DISTINCT coalesce(callback_id::text, url) AS lane, ordering_key
+        SELECT DISTINCT tenant_id, coalesce(callback_id::text, url) AS lane, ordering_key
         FROM delivery
         WHERE id = ANY(CAST(:ids AS uuid[])) AND ordering_key IS NOT NULL AND status <> 'pending'
     ), head AS (
@@ -71,6 +72,7 @@ _WAKE_NEXT = text(
                 WHERE waiting.status = 'pending'
                   AND coalesce(waiting.callback_id::text, waiting.url) = ended.lane
                   AND waiting.ordering_key = ended.ordering_key
+                  AND waiting.tenant_id = ended.tenant_id
                 ORDER BY waiting.ordering_seq
                 LIMIT 1) AS id
         FROM ended
@@ -118,6 +120,7 @@ _STRANDED = text(
                 AND coalesce(ahead.callback_id::text, ahead.url)
                     = coalesce(parked.callback_id::text, parked.url)
                 AND ahead.ordering_key = parked.ordering_key
+                AND ahead.tenant_id = parked.tenant_id
                 AND ahead.ordering_seq < parked.ordering_seq)
         ORDER BY parked.ordering_seq
         LIMIT :limit

@@ -77,6 +77,7 @@ _PUBLISH = text(
         LATEST_PENDING.format(
             lane="coalesce(target.callback_id::text, target.url)",
             key="CAST(:ordering_key AS text)",
+            tenant="CAST(:tenant_id AS uuid)",
         ),
     )
 )

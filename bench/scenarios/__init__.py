@@ -13,6 +13,7 @@ from bench.scenarios import (
     fanout,
     ingest,
     noisy,
+    ordering,
     retention,
     slow,
     streams,
@@ -30,6 +31,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "streams": streams.run,
     "retention": retention.run,
     "fanout": fanout.run,
+    "ordering": ordering.run,
     # Last: its receivers hold connections until the delivery timeout.
     "dead": dead.run,
 }

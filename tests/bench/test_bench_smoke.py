@@ -24,6 +24,7 @@ SCENARIOS = (
     "streams",
     "retention",
     "fanout",
+    "ordering",
     "dead",
 )
 
@@ -139,6 +140,17 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
     assert fanout["unfiltered"]["deliveries_made"] == 100 * fanout["events"]
     assert fanout["filtered"]["deliveries_made"] == 100 * passing > 0
     positive(fanout, "evaluation_us_per_filter")
+
+    ordering = scenarios["ordering"]
+    for round_ in ("unordered", "ordered", "one_key_stuck"):
+        figures = ordering[round_]
+        assert figures["lost"] == 0 and figures["accepted_twice"] == 0, (round_, figures)
+        positive(figures, "seconds", "per_second")
+    # Every key in order, the stuck one too, which got through only after its receiver did.
+    assert ordering["ordered"]["out_of_order"] == ordering["one_key_stuck"]["out_of_order"] == 0
+    stuck = ordering["one_key_stuck"]["stuck_key"]
+    assert stuck["refused"] > 0 and stuck["accepted"] == ordering["events_per_key"]
+    assert stuck["first_accepted_after_seconds"] >= ordering["stuck_seconds"]
 
     dead = scenarios["dead"]
     for side in ("alone", "beside_dead"):

@@ -99,6 +99,7 @@ _CLAIM = text(
                 AND coalesce(ahead.callback_id::text, ahead.url)
                     = coalesce(delivery.callback_id::text, delivery.url)
                 AND ahead.ordering_key = delivery.ordering_key
+                AND ahead.tenant_id = delivery.tenant_id
                 AND ahead.ordering_seq < delivery.ordering_seq))
         ORDER BY next_attempt_at
         LIMIT :scan
@@ -137,6 +138,7 @@ _CLAIM = text(
                         WHERE coalesce(past.callback_id::text, past.url)
                               = coalesce(delivery.callback_id::text, delivery.url)
                           AND past.ordering_key = delivery.ordering_key
+                          AND past.tenant_id = delivery.tenant_id
                           AND past.ordering_seq < delivery.ordering_seq
                         ORDER BY past.ordering_seq DESC
                         LIMIT 100

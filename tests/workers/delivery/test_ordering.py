@@ -15,7 +15,7 @@ from app.events import webhook_id
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import outbox
 from app.services.ordering import wake_stranded
-from tests.factories import make_callback, make_job
+from tests.factories import make_callback, make_job, make_tenant
 from workers.delivery.store import AttemptRecord, claim_deliveries, record_attempts
 
 
@@ -277,3 +277,26 @@ def test_an_event_parked_while_its_predecessor_ends_is_woken(engine, settings, c
     ender.join(10)
     with Session(engine) as session:
         assert session.get_one(Delivery, second_id).next_attempt_at is not None
+
+
+def test_one_tenants_key_never_holds_back_anothers(db_session, settings, tenant):
+    """Even to the same URL (a job's ad-hoc callback URL is a lane of its own) with the same
+    key, two tenants' events are two sequences."""
+    now = datetime.now(UTC)
+    other = make_tenant(db_session, "other").row
+    url = "http://127.0.0.1:1/shared"
+    for owner in (tenant.row, other):
+        for n in range(2):
+            outbox.publish(
+                db_session,
+                tenant_id=owner.id,
+                event_type="invoice.paid",
+                data={"n": n},
+                now=now,
+                extra_urls=[url],
+                ordering_key="k",
+            )
+    claimed = claim(db_session, settings, now)
+    assert sorted((c.tenant_id, numbers([c])[0]) for c in claimed) == sorted(
+        [(tenant.row.id, 0), (other.id, 0)]
+    )
