@@ -46,17 +46,48 @@ def lock_key(tenant_id: uuid.UUID, ordering_key: str) -> int:
 
 
 def lock_keys(session: Session, keys: Iterable[tuple[uuid.UUID, str]]) -> None:
-    """Hold these keys until the transaction ends, taken in one order so two transactions that
-    share keys never wait on each other in a circle."""
+    """Hold these keys until the transaction ends.
+
+    Two transactions that share keys never wait on each other in a circle because every
+    transaction takes its keys in one ascending order. Within one call they are sorted here;
+    across calls it is the caller's duty: a transaction that will touch several keys takes them
+    all in its first call (``publish_batch`` does). A later call that would take a key below
+    one already held raises ``LockOrderError`` at once, rather than letting Postgres find the
+    deadlock a second later under load."""
     ids = sorted({lock_key(tenant_id, key) for tenant_id, key in keys})
-    if ids:
-        session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(id) "
-                "FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS lock(id, n) ORDER BY n"
-            ),
-            {"ids": ids},
+    held = _held(session)
+    new = [lock_id for lock_id in ids if lock_id not in held]
+    if not new:
+        return
+    if held and new[0] < max(held):
+        raise LockOrderError(
+            "ordering keys must all be taken in a transaction's first lock_keys call"
         )
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(id) "
+            "FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS lock(id, n) ORDER BY n"
+        ),
+        {"ids": new},
+    )
+    held.update(new)
+
+
+class LockOrderError(RuntimeError):
+    """A transaction asked for an ordering key below one it holds: it could deadlock."""
+
+
+def _held(session: Session) -> set[int]:
+    """The key locks this session's current transaction holds (advisory transaction locks end
+    with it, so the record is kept beside the transaction object)."""
+    session.connection()  # begins the transaction if nothing has yet
+    transaction = session.get_transaction()
+    record = session.info.get("ordering_locks")
+    if record is None or record[0] is not transaction:
+        record = (transaction, set())
+        session.info["ordering_locks"] = record
+    held: set[int] = record[1]
+    return held
 
 
 # For each lane and key that just ended a delivery, the earliest pending one, if it is parked.

@@ -30,6 +30,7 @@ from app.clock import utcnow
 from app.models import Callback
 from app.services import outbox
 from app.services.callbacks import create_callback
+from app.services.ordering import lock_keys
 from app.services.tenants import create_tenant
 from bench.stack import Bench
 from tests.support.processes import free_port
@@ -172,11 +173,14 @@ def _round(
     total = len(keys) * per_key
     receiver.reset(stuck_key, stuck_seconds)
     started = time.time()
-    published = 0
+    plan = [(key, n) for n in range(per_key) for key in keys]
     with bench.session_factory() as session:
         callback = session.get_one(Callback, callback_id)
-        for n in range(per_key):
-            for key in keys:
+        for first in range(0, total, PUBLISH_BATCH):
+            batch = plan[first : first + PUBLISH_BATCH]
+            if keyed:  # a transaction takes all its keys at once, as publish_batch does
+                lock_keys(session, {(tenant_id, key) for key, _ in batch})
+            for key, n in batch:
                 outbox.publish(
                     session,
                     tenant_id=tenant_id,
@@ -186,10 +190,7 @@ def _round(
                     callbacks=[callback],
                     ordering_key=key if keyed else None,
                 )
-                published += 1
-                if published % PUBLISH_BATCH == 0:
-                    session.commit()
-        session.commit()
+            session.commit()
     publish_seconds = time.time() - started
     # Bounded: the stuck key needs its time, its retries' spacing, then everyone's work.
     deadline = time.time() + stuck_seconds + 120 + total / 50

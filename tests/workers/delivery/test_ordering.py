@@ -8,13 +8,14 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.events import webhook_id
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import outbox
-from app.services.ordering import wake_stranded
+from app.services.ordering import LockOrderError, lock_key, lock_keys, wake_stranded
 from tests.factories import make_callback, make_job, make_tenant
 from workers.delivery.store import AttemptRecord, claim_deliveries, record_attempts
 
@@ -300,3 +301,20 @@ def test_one_tenants_key_never_holds_back_anothers(db_session, settings, tenant)
     assert sorted((c.tenant_id, numbers([c])[0]) for c in claimed) == sorted(
         [(tenant.row.id, 0), (other.id, 0)]
     )
+
+
+def test_a_transaction_taking_a_lower_key_after_a_higher_one_is_stopped(engine):
+    """Taking keys across calls out of order could deadlock under load; it fails at once."""
+    tenant_id = uuid.uuid4()
+    low, high = sorted(["key-a", "key-b"], key=lambda key: lock_key(tenant_id, key))
+    with Session(engine) as session:
+        lock_keys(session, [(tenant_id, high)])
+        lock_keys(session, [(tenant_id, high)])  # one already held is no new order
+        with pytest.raises(LockOrderError):
+            lock_keys(session, [(tenant_id, low)])
+        session.rollback()
+        lock_keys(session, [(tenant_id, high), (tenant_id, low)])  # one call sorts them
+        session.rollback()
+        lock_keys(session, [(tenant_id, low)])  # a new transaction starts with nothing held
+        lock_keys(session, [(tenant_id, high)])
+        session.rollback()
