@@ -15,6 +15,7 @@ A filter is compiled when it is set (a syntax error is a 422 with the parser's m
 on an empty event: one that already yields something other than true or false is refused. An
 expression that fails on a given event (a missing field, a type mismatch) or does not yield a
 boolean skips that event for that callback, logs why, and counts it; it never stops the others.
+The outbox writes that callback's delivery cancelled, with why as its one attempt's error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import cel
 
@@ -92,16 +93,24 @@ def passes(expression: str, context: dict[str, Any]) -> bool:
     return result
 
 
+class Verdicts(NamedTuple):
+    """Which filtered callbacks do not hear an event: ``skipped`` by their filter, or ``failed``
+    because it could not decide (with why)."""
+
+    skipped: list[Any]
+    failed: dict[Any, str]
+
+
 def skipped_by(
     filters: list[tuple[Any, str]], context: dict[str, Any], message_id: Any
-) -> list[Any]:
-    """The ids, of (id, filter) pairs, whose filter the event does not pass (or that cannot
-    decide on it: logged and counted, never raised)."""
-    skipped = []
+) -> Verdicts:
+    """Judge the event by each (id, filter) pair. A filter that cannot decide is logged and
+    counted, never raised: one odd event must not stop the pipeline."""
+    verdicts = Verdicts([], {})
     for callback_id, expression in filters:
         try:
             if not passes(expression, context):
-                skipped.append(callback_id)
+                verdicts.skipped.append(callback_id)
         except FilterError as exc:
             log.warning(
                 "callback %s: its filter failed on message %s, so it does not hear it: %s",
@@ -110,5 +119,5 @@ def skipped_by(
                 exc,
             )
             metrics.filter_failed()
-            skipped.append(callback_id)
-    return skipped
+            verdicts.failed[callback_id] = str(exc)
+    return verdicts

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.announce import announce_after_commit
 from app.events import render_body
-from app.filters import event_context, skipped_by
+from app.filters import Verdicts, event_context, skipped_by
 from app.models import Callback
 from app.queues import wake_deliveries
 from app.services.ordering import LATEST_PENDING, lock_keys
@@ -29,7 +29,10 @@ from app.services.ordering import LATEST_PENDING, lock_keys
 _PUBLISH = text(
     """
     WITH candidate AS (
-        SELECT id AS callback_id, url, 0 AS kind, created_at, 0::bigint AS n
+        SELECT id AS callback_id, url, 0 AS kind, created_at, 0::bigint AS n,
+               -- (a callback named outright is sent whatever its filter says)
+               (id = ANY(CAST(:filter_failed AS uuid[]))
+                AND id <> ALL(CAST(:callback_ids AS uuid[]))) AS failed
         FROM callback
         WHERE tenant_id = :tenant_id
           AND ((:subscribers AND enabled
@@ -44,7 +47,7 @@ _PUBLISH = text(
                 AND id IS DISTINCT FROM CAST(:excluding AS uuid))
                OR id = ANY(CAST(:callback_ids AS uuid[])))
         UNION ALL
-        SELECT NULL, extra.url, 1, NULL, extra.n
+        SELECT NULL, extra.url, 1, NULL, extra.n, false
         FROM unnest(CAST(:urls AS text[])) WITH ORDINALITY AS extra(url, n)
     ), target AS (
         -- One delivery per distinct URL, however many destinations name it: the oldest
@@ -59,19 +62,34 @@ _PUBLISH = text(
         -- A published event's id seen before: nothing is stored (the caller looks it up).
         ON CONFLICT (tenant_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
         RETURNING id, seq
+    ), made AS (
+        INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status, attempt_count,
+                              next_attempt_at, ordering_key, ordering_seq)
+        SELECT gen_random_uuid(), :tenant_id, message.id, target.callback_id, target.url,
+               CASE WHEN target.failed THEN 'cancelled' ELSE 'pending' END, 0,
+               -- Parked behind the key's latest delivery to this lane while that is on its way.
+               CASE WHEN target.failed THEN NULL
+                    WHEN CAST(:ordering_key AS text) IS NOT NULL
+                         AND coalesce(LATEST_PENDING, false)
+                    THEN NULL ELSE :now END,
+               CASE WHEN NOT target.failed THEN :ordering_key END,
+               CASE WHEN CAST(:ordering_key AS text) IS NOT NULL AND NOT target.failed
+                    THEN message.seq END
+        FROM target CROSS JOIN message
+        ORDER BY target.kind, target.created_at, target.n
+        RETURNING id, message_id, callback_id, url, status
+    ), why AS (
+        -- A filter that could not decide: its delivery is written cancelled, with why as its
+        -- one attempt's error, where the tenant looks (the API, the portal), not only in logs.
+        INSERT INTO delivery_attempt (id, delivery_id, attempted_at, request_headers,
+                                      response_body_truncated, duration_ms, succeeded, error)
+        SELECT gen_random_uuid(), made.id, :now, '{}'::jsonb, false, 0, false,
+               'not sent: the callback''s filter could not decide on this event: ' || failure.why
+        FROM made
+        JOIN unnest(CAST(:filter_failed AS uuid[]), CAST(:filter_errors AS text[]))
+             AS failure(callback_id, why) ON failure.callback_id = made.callback_id
     )
-    INSERT INTO delivery (id, tenant_id, message_id, callback_id, url, status, attempt_count,
-                          next_attempt_at, ordering_key, ordering_seq)
-    SELECT gen_random_uuid(), :tenant_id, message.id, target.callback_id, target.url,
-           'pending', 0,
-           -- Parked behind the key's latest delivery to this lane while that is on its way.
-           CASE WHEN CAST(:ordering_key AS text) IS NOT NULL
-                     AND coalesce(LATEST_PENDING, false)
-                THEN NULL ELSE :now END,
-           :ordering_key, CASE WHEN CAST(:ordering_key AS text) IS NOT NULL THEN message.seq END
-    FROM target CROSS JOIN message
-    ORDER BY target.kind, target.created_at, target.n
-    RETURNING id, message_id, callback_id, url
+    SELECT id, message_id, callback_id, url FROM made WHERE status = 'pending'
     """.replace(
         "LATEST_PENDING",
         LATEST_PENDING.format(
@@ -126,10 +144,10 @@ def publish(
         ordering_key = str(job_id)
     if ordering_key is not None:
         lock_keys(session, [(tenant_id, ordering_key)])
-    filtered_out = (
-        _filtered_out(session, tenant_id, event_type, data, channels, now, message_id)
+    verdicts = (
+        _filter_verdicts(session, tenant_id, event_type, data, channels, now, message_id)
         if subscribers
-        else []
+        else Verdicts([], {})
     )
     rows = session.execute(
         _PUBLISH,
@@ -141,14 +159,17 @@ def publish(
             "callback_ids": [str(callback.id) for callback in callbacks],
             "urls": list(extra_urls),
             "message_id": message_id,
-            "filtered_out": [str(callback_id) for callback_id in filtered_out],
+            "filtered_out": [str(callback_id) for callback_id in verdicts.skipped],
+            "filter_failed": [str(callback_id) for callback_id in verdicts.failed],
+            "filter_errors": list(verdicts.failed.values()),
             "event_id": event_id,
             "request_digest": request_digest,
             "channels": list(channels),
             "job_id": job_id,
             "body": body,
             "ordering_key": ordering_key,
-            "always": keep_without_deliveries,
+            # A failed filter's cancelled delivery needs its message.
+            "always": keep_without_deliveries or bool(verdicts.failed),
             "now": now,
         },
     ).all()
@@ -167,7 +188,7 @@ _FILTERED = text(
 )
 
 
-def _filtered_out(
+def _filter_verdicts(
     session: Session,
     tenant_id: uuid.UUID,
     event_type: str,
@@ -175,12 +196,12 @@ def _filtered_out(
     channels: Sequence[str],
     now: datetime,
     message_id: uuid.UUID,
-) -> list[uuid.UUID]:
+) -> Verdicts:
     """The tenant's filtered callbacks that do not hear this event. One indexed probe, which
     finds nothing for a tenant without filters; the rest of the routing stays in SQL."""
     filters = [(row.id, row.filter) for row in session.execute(_FILTERED, {"tenant_id": tenant_id})]
     if not filters:
-        return []
+        return Verdicts([], {})
     # What the body will say, as JSON: a filter sees strings where the body has them.
     as_sent = json.loads(json.dumps(data, default=str))
     context = event_context(event_type, as_sent, list(channels), now)

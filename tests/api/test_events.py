@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from app import create_app
-from app.models import Delivery, Message, Tenant
+from app.models import Delivery, DeliveryStatus, Message, Tenant
 from app.services.published import publish_event
 from tests.conftest import error_fields
 from tests.factories import make_callback
@@ -139,15 +139,34 @@ def test_a_filtered_callback_hears_only_events_its_filter_passes(client, auth, d
         filter="data.customer.tier == 1",  # fails on events without a customer
     )
 
-    def heard(data) -> set[str]:
+    def deliveries(data) -> dict[str, Delivery]:
         response = publish(client, auth, type="order.placed", data=data)
         assert response.status_code == 202, response.text
-        return {url.rsplit("/", 1)[1] for url in deliveries_of(db_session, response.json["id"])}
+        return {
+            url.rsplit("/", 1)[1]: delivery
+            for url, delivery in deliveries_of(db_session, response.json["id"]).items()
+        }
+
+    def heard(data) -> set[str]:
+        made = deliveries(data)
+        return {name for name, d in made.items() if d.status == DeliveryStatus.PENDING}
 
     assert heard({"amount": 120, "currency": "EUR"}) == {"all", "big-eur"}
     assert heard({"amount": 120, "currency": "USD"}) == {"all"}
-    # A filter that cannot decide skips its own callback only; the others still hear it.
     assert heard({"amount": 5, "customer": {"tier": 1}}) == {"all", "broken"}
+    # A filter that cannot decide skips its own callback only; the others still hear it, and
+    # why is kept on that callback's delivery, written cancelled and never sent.
+    made = deliveries({"amount": 5})
+    assert {name: d.status for name, d in made.items()} == {
+        "all": DeliveryStatus.PENDING,
+        "broken": DeliveryStatus.CANCELLED,
+    }
+    broken = made["broken"]
+    assert broken.next_attempt_at is None and broken.attempt_count == 0
+    (why,) = broken.attempts
+    assert why.response_status is None and not why.succeeded
+    assert why.error.startswith("not sent: the callback's filter could not decide")
+    assert "customer" in why.error
 
 
 def test_filters_apply_to_job_events_too(db_session, owner, settings):
