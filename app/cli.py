@@ -78,6 +78,8 @@ def up(procfile: Path) -> None:
     flower_login = "" if settings.flower_basic_auth else " (login: the 'flower login' line below)"
     click.echo(f"Flower   http://{flower_host}:{flower_port}/{flower_login}")
     click.echo(f"Streams  http://127.0.0.1:{web_port}/stream/v1/...")
+    click.echo(f"Portal   http://127.0.0.1:{web_port}/portal/ (sign in with an API key)")
+    click.echo(_first_steps(web_port))
     # One origin, as behind a production proxy: the front takes the API's port and routes
     # /stream/ to the stream process and the rest to gunicorn, which listens on a spare port.
     gunicorn_port = _spare_port(settings.web_host)
@@ -102,6 +104,21 @@ def up(procfile: Path) -> None:
     )
     manager.loop()
     sys.exit(manager.returncode)
+
+
+def _first_steps(web_port: int) -> str:
+    """What a newcomer types next, with this installation's command."""
+    own = Path(sys.executable).parent / "boomerang"
+    boomerang = str(own) if own.exists() else "boomerang"
+    job = '{"type": "echo", "input": {"hello": "world"}}'
+    return (
+        "Next, in another terminal:\n"
+        f"  {boomerang} tenant create my-team    # prints an API key, shown once\n"
+        "  export KEY=bmr_...\n"
+        f"  curl -s -X POST http://127.0.0.1:{web_port}/v1/jobs \\\n"
+        '    -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \\\n'
+        f"    -d '{job}'"
+    )
 
 
 def own_installation_first(environ: Mapping[str, str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.support import BIN, REPO
+from tests.support import BIN
 from tests.support.processes import free_port, stop_process
 from tests.support.redis_server import RedisServer
 from tests.support.settings import (
@@ -61,19 +61,21 @@ def test_up_by_its_full_path_without_the_venv_on_path_serves_on_port(worker_id, 
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base, up, log_path)
-        tenant = json.loads(
-            subprocess.run(
-                [str(BIN / "boomerang"), "tenant", "create", "newcomer"],
-                env=env,
-                cwd=REPO,
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
+        # What it prints a newcomer to do next works as printed, from any directory.
+        printed = log_path.read_text(errors="replace")
+        assert f"Portal   {base}/portal/" in printed
+        steps = printed.split("Next, in another terminal:\n", 1)[1].splitlines()
+        create = steps[0].split("#")[0].split()
+        assert create[0] == str(BIN / "boomerang"), steps[0]
+        tenant = json.loads(run(create, env).stdout.strip().splitlines()[-1])
+        assert steps[1].strip() == "export KEY=bmr_..."
+        curl = "\n".join(steps[2:5])
+        submitted = json.loads(run(["bash", "-c", curl], {**env, "KEY": tenant["api_key"]}).stdout)
+        assert submitted["type"] == "echo" and submitted["status"] in {
+            "queued",
+            "running",
+            "succeeded",
+        }
         headers = {"Authorization": f"Bearer {tenant['api_key']}"}
         job = requests.post(
             f"{base}/v1/jobs",
@@ -94,6 +96,12 @@ def test_up_by_its_full_path_without_the_venv_on_path_serves_on_port(worker_id, 
     finally:
         stop_process(up, signal.SIGTERM, timeout=30)
         redis_server.stop()
+
+
+def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, env=env, cwd="/", check=True, capture_output=True, text=True, timeout=60
+    )
 
 
 def wait_until_ready(base: str, up: subprocess.Popen, log_path) -> None:
