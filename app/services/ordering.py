@@ -10,6 +10,10 @@ Three rules keep it, all in Postgres so they hold across processes and hosts:
   delivery parked behind one that is ending at that moment is always seen and woken: each side
   reads the other's work only after the other has committed. The lock also makes a key's
   message ``seq`` follow commit order.
+- The ending side never waits for a key while it holds anything: it only tries the locks. A key
+  a publisher holds at that moment is woken right after the commit, in a transaction of its own
+  that holds nothing else while it waits, so it cannot close a circle however the publisher took
+  its keys (one call per event, in any order).
 - The claim never leases a keyed delivery while an earlier one of its key and lane is pending
   (``workers/delivery/store.py``), so a manual retry or a lost wake can reorder nothing. The
   sweep wakes any parked delivery nothing is ahead of.
@@ -18,14 +22,20 @@ Three rules keep it, all in Postgres so they hold across processes and hosts:
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from app.db import after_commit
 from app.queues import wake_deliveries
+
+log = logging.getLogger(__name__)
 
 # Whether a key's latest delivery to a lane is still on its way: then a new one parks behind it.
 LATEST_PENDING = """
@@ -46,48 +56,32 @@ def lock_key(tenant_id: uuid.UUID, ordering_key: str) -> int:
 
 
 def lock_keys(session: Session, keys: Iterable[tuple[uuid.UUID, str]]) -> None:
-    """Hold these keys until the transaction ends.
-
-    Two transactions that share keys never wait on each other in a circle because every
-    transaction takes its keys in one ascending order. Within one call they are sorted here;
-    across calls it is the caller's duty: a transaction that will touch several keys takes them
-    all in its first call (``publish_batch`` does). A later call that would take a key below
-    one already held raises ``LockOrderError`` at once, rather than letting Postgres find the
-    deadlock a second later under load."""
+    """Hold these keys until the transaction ends, waiting for them, in one order (a transaction
+    that publishes several keyed events is best to take them all in one call first, as
+    ``publish_batch`` does: two publishers taking shared keys in opposite orders would wait on
+    each other until Postgres aborts one)."""
     ids = sorted({lock_key(tenant_id, key) for tenant_id, key in keys})
-    held = _held(session)
-    new = [lock_id for lock_id in ids if lock_id not in held]
-    if not new:
-        return
-    if held and new[0] < max(held):
-        raise LockOrderError(
-            "ordering keys must all be taken in a transaction's first lock_keys call"
+    if ids:
+        session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(id) "
+                "FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS lock(id, n) ORDER BY n"
+            ),
+            {"ids": ids},
         )
-    session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(id) "
-            "FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS lock(id, n) ORDER BY n"
-        ),
-        {"ids": new},
+
+
+def _try_lock_keys(session: Session, ids: set[int]) -> set[int]:
+    """Of these lock ids, the ones this transaction holds now, taken without waiting."""
+    return set(
+        session.scalars(
+            text(
+                "SELECT id FROM unnest(CAST(:ids AS bigint[])) AS lock(id) "
+                "WHERE pg_try_advisory_xact_lock(id)"
+            ),
+            {"ids": sorted(ids)},
+        )
     )
-    held.update(new)
-
-
-class LockOrderError(RuntimeError):
-    """A transaction asked for an ordering key below one it holds: it could deadlock."""
-
-
-def _held(session: Session) -> set[int]:
-    """The key locks this session's current transaction holds (advisory transaction locks end
-    with it, so the record is kept beside the transaction object)."""
-    session.connection()  # begins the transaction if nothing has yet
-    transaction = session.get_transaction()
-    record = session.info.get("ordering_locks")
-    if record is None or record[0] is not transaction:
-        record = (transaction, set())
-        session.info["ordering_locks"] = record
-    held: set[int] = record[1]
-    return held
 
 
 # For each lane and key that just ended a delivery, the earliest pending one, if it is parked.
@@ -122,17 +116,52 @@ def wake_next(
     now: datetime,
 ) -> int:
     """After deliveries ``(id, tenant, key)`` ended in this transaction, wake what waited behind
-    them; returns how many were woken (a wake is sent after commit)."""
+    them; returns how many were woken (a wake is sent after commit). Keys another transaction
+    holds now are woken after this one commits (``_wake_when_free``)."""
     keyed = [(delivery_id, tenant_id, key) for delivery_id, tenant_id, key in ended if key]
     if not keyed:
         return 0
-    lock_keys(session, ((tenant_id, key) for _, tenant_id, key in keyed))
+    held = _try_lock_keys(session, {lock_key(tenant_id, key) for _, tenant_id, key in keyed})
+    contended: dict[int, list[uuid.UUID]] = defaultdict(list)
+    free = []
+    for delivery_id, tenant_id, key in keyed:
+        lock_id = lock_key(tenant_id, key)
+        if lock_id in held:
+            free.append(delivery_id)
+        else:
+            contended[lock_id].append(delivery_id)
+    if contended:
+        after_commit(session, _wake_when_free, session.get_bind(), dict(contended), now)
+    return _wake(session, free, now)
+
+
+def _wake(session: Session, ended: list[uuid.UUID], now: datetime) -> int:
+    """Wake the next delivery behind each of these ended ones, whose keys this transaction
+    holds."""
+    if not ended:
+        return 0
     woken = session.scalars(
-        _WAKE_NEXT, {"ids": [str(delivery_id) for delivery_id, _, _ in keyed], "now": now}
+        _WAKE_NEXT, {"ids": [str(delivery_id) for delivery_id in ended], "now": now}
     ).all()
     if woken:
         wake_deliveries(session)
     return len(woken)
+
+
+def _wake_when_free(
+    bind: Engine | Connection, contended: dict[int, list[uuid.UUID]], now: datetime
+) -> None:
+    """Wake behind deliveries whose key a publisher held when they ended: one transaction per
+    key, which waits for that publisher to commit while holding nothing. Should it fail, the
+    sweep wakes what it left (``wake_stranded``)."""
+    for lock_id, ended in contended.items():
+        try:
+            with Session(bind) as session:
+                session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+                _wake(session, ended, now)
+                session.commit()
+        except SQLAlchemyError:
+            log.warning("could not wake behind deliveries %s; the sweep will", ended, exc_info=True)
 
 
 # Parked deliveries nothing pending is ahead of: their wake was lost (a callback disabled and

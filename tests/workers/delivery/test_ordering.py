@@ -8,14 +8,13 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.events import webhook_id
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import outbox
-from app.services.ordering import LockOrderError, lock_key, lock_keys, wake_stranded
+from app.services.ordering import lock_key, wake_stranded
 from tests.factories import make_callback, make_job, make_tenant
 from workers.delivery.store import AttemptRecord, claim_deliveries, record_attempts
 
@@ -303,18 +302,52 @@ def test_one_tenants_key_never_holds_back_anothers(db_session, settings, tenant)
     )
 
 
-def test_a_transaction_taking_a_lower_key_after_a_higher_one_is_stopped(engine):
-    """Taking keys across calls out of order could deadlock under load; it fails at once."""
-    tenant_id = uuid.uuid4()
-    low, high = sorted(["key-a", "key-b"], key=lambda key: lock_key(tenant_id, key))
+def test_ending_never_waits_for_a_key_while_holding_another(engine, settings, committed_tenant):
+    """A publisher holds key A and then asks for key B; deliveries of both keys end meanwhile.
+    Were the ending side to hold B while waiting for A, the two would wait on each other until
+    Postgres aborted one. It only tries the locks, wakes behind B at once, and behind A once the
+    publisher has committed."""
+    now = datetime.now(UTC)
+    # B's lock sorts first: the order in which waiting for both would deadlock.
+    key_b, key_a = sorted(["key-1", "key-2"], key=lambda key: lock_key(committed_tenant, key))
     with Session(engine) as session:
-        lock_keys(session, [(tenant_id, high)])
-        lock_keys(session, [(tenant_id, high)])  # one already held is no new order
-        with pytest.raises(LockOrderError):
-            lock_keys(session, [(tenant_id, low)])
-        session.rollback()
-        lock_keys(session, [(tenant_id, high), (tenant_id, low)])  # one call sorts them
-        session.rollback()
-        lock_keys(session, [(tenant_id, low)])  # a new transaction starts with nothing held
-        lock_keys(session, [(tenant_id, high)])
-        session.rollback()
+        callback = make_callback(
+            session, session.get_one(Tenant, committed_tenant), "http://127.0.0.1:1/a"
+        )
+        heads = {key: send(session, [callback], key, 0, now)[0].id for key in (key_a, key_b)}
+        behind_b = send(session, [callback], key_b, 1, now)[0].id  # parked behind B's head
+        session.commit()
+        callback_id = callback.id
+    with Session(engine) as session:
+        claimed = claim_deliveries(session, now, settings, limit=10, only=list(heads.values()))
+        session.commit()
+    assert len(claimed) == 2
+
+    publishing = Session(engine)
+    (behind_a,) = send(publishing, [publishing.get_one(Callback, callback_id)], key_a, 1, now)
+    assert behind_a.next_attempt_at is None  # parked behind A's head; A is held until commit
+    behind_a_id = behind_a.id
+
+    failures: list[BaseException] = []
+
+    def end_both() -> None:
+        try:
+            with Session(engine) as session:
+                record_attempts(session, [(c, answered(now, True)) for c in claimed], settings)
+                session.commit()  # then waits, holding nothing, for A to wake behind it
+        except BaseException as exc:
+            failures.append(exc)
+
+    ender = threading.Thread(target=end_both)
+    ender.start()
+    ender.join(0.5)
+    with Session(engine) as session:  # B was free: woken in the ending transaction itself
+        assert session.get_one(Delivery, behind_b).next_attempt_at is not None
+    # The publisher now takes B too (the ending side let it go at its commit), then commits.
+    send(publishing, [publishing.get_one(Callback, callback_id)], key_b, 2, now)
+    publishing.commit()
+    publishing.close()
+    ender.join(10)
+    assert not ender.is_alive() and failures == []
+    with Session(engine) as session:
+        assert session.get_one(Delivery, behind_a_id).next_attempt_at is not None
