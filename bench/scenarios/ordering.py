@@ -36,7 +36,7 @@ from bench.stack import Bench
 from tests.support.processes import free_port
 
 EVENT_TYPE = "ledger.entry"
-PUBLISH_BATCH = 1000
+PUBLISH_BATCH = 100  # events a transaction: the most `POST /v1/events:batch` takes
 # Retries for the stuck key: often enough to get through soon after the receiver recovers.
 RETRY_SCHEDULE = [1, 1, 2, 2, 3, 3, 5, 5, 5, 5] + [10] * 20
 

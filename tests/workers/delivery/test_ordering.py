@@ -8,13 +8,13 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from app.events import webhook_id
 from app.models import Callback, Delivery, DeliveryStatus, Tenant
 from app.services import outbox
-from app.services.ordering import lock_key, wake_stranded
+from app.services.ordering import lock_key, lock_keys, wake_stranded
 from tests.factories import make_callback, make_job, make_tenant
 from workers.delivery.store import AttemptRecord, claim_deliveries, record_attempts
 
@@ -351,3 +351,27 @@ def test_ending_never_waits_for_a_key_while_holding_another(engine, settings, co
     assert not ender.is_alive() and failures == []
     with Session(engine) as session:
         assert session.get_one(Delivery, behind_a_id).next_attempt_at is not None
+
+
+def test_a_key_taken_up_front_is_not_asked_for_again_and_a_new_transaction_asks(engine):
+    tenant_id = uuid.uuid4()
+    statements: list[str] = []
+
+    def seen(*args) -> None:
+        statements.append(args[2])
+
+    def locks() -> int:
+        return sum("pg_advisory_xact_lock" in statement for statement in statements)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with Session(engine) as session:
+            lock_keys(session, [(tenant_id, "a"), (tenant_id, "b")])
+            lock_keys(session, [(tenant_id, "a")])  # held already: no statement
+            assert locks() == 1
+            session.rollback()
+            lock_keys(session, [(tenant_id, "a")])
+            assert locks() == 2
+            session.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
