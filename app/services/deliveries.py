@@ -85,7 +85,11 @@ def retry_delivery(
 ) -> Delivery:
     """Send again now: one more attempt if it had ended; a pending one skips its wait."""
     delivery = get_delivery(session, tenant, delivery_id)
-    if delivery.status == DeliveryStatus.CANCELLED or _callback_was_deleted(session, delivery):
+    if delivery.status == DeliveryStatus.CANCELLED:
+        # Cancelled with its job or callback, or never sent because the callback's filter could
+        # not decide on the event (its attempt says which): what was withdrawn stays withdrawn.
+        raise Conflict("This delivery was cancelled; it cannot be sent again.")
+    if _callback_was_deleted(session, delivery):
         # Sending again would POST to a URL the tenant removed, signed with the tenant's own
         # secret instead of the callback's.
         raise Conflict("This delivery's callback was deleted; it cannot be sent again.")

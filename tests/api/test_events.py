@@ -167,6 +167,10 @@ def test_a_filtered_callback_hears_only_events_its_filter_passes(client, auth, d
     assert why.response_status is None and not why.succeeded
     assert why.error.startswith("not sent: the callback's filter could not decide")
     assert "customer" in why.error
+    # Withdrawn, it stays so, and saying why.
+    refused = client.post(f"/v1/deliveries/{broken.id}/retry", headers=auth)
+    assert refused.status_code == 409
+    assert "was cancelled" in refused.json["message"]
 
 
 def test_filters_apply_to_job_events_too(db_session, owner, settings):
