@@ -290,6 +290,12 @@ class Message(Base):
     __table_args__ = (
         Index("ix_message_tenant_feed", "tenant_id", "txid", "seq"),
         Index(
+            "ix_message_tenant_type",
+            "tenant_id",
+            "event_type",
+            postgresql_ops={"event_type": "text_pattern_ops"},
+        ),
+        Index(
             "uq_message_tenant_event_id",
             "tenant_id",
             "event_id",
@@ -305,6 +311,9 @@ class Delivery(Base):
     __tablename__ = "delivery"
     __table_args__ = (
         Index("ix_delivery_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # The log newest first (app/services/deliveries.py), read backwards.
+        Index("ix_delivery_tenant_newest", "tenant_id", "created_at", "id"),
+        Index("ix_delivery_callback_newest", "callback_id", "created_at", "id"),
         Index(
             "ix_delivery_ordering",
             text("coalesce(callback_id::text, url)"),
@@ -322,13 +331,13 @@ class Delivery(Base):
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
-    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk(index=False)  # ix_delivery_tenant_newest
     message_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True
     )
     # NULL for an ad-hoc callback URL given on the job, or once the callback is deleted.
     callback_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("callback.id", ondelete="SET NULL"), index=True
+        ForeignKey("callback.id", ondelete="SET NULL")  # ix_delivery_callback_newest
     )
     url: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[DeliveryStatus] = mapped_column(

@@ -12,14 +12,23 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from app.events import channels_problem, publishable_problem, subscription_problem, webhook_id
 from app.filters import filter_problem
 from app.formats import format_names
 from app.headers import masked_headers
-from app.models import JobStatus
+from app.models import DeliveryStatus, JobStatus
 from app.paging import BadCursor, decode_cursor
+from app.services.deliveries import RESPONSE_CLASSES
 from app.services.published import MAX_BATCH
 
 # Longer than any real endpoint, short enough that a URL cannot be a payload of its own.
@@ -521,6 +530,70 @@ class DeliverySchema(Schema):
 
 class DeliveryListSchema(Schema):
     data = fields.List(fields.Nested(DeliverySchema))
+
+
+WEBHOOK_ID = re.compile(r"msg_[0-9a-f]{32}")
+
+
+class DeliverySearchQuerySchema(InputSchema):
+    """``GET /v1/deliveries``: every filter narrows; none is required."""
+
+    callback_id = fields.UUID()
+    status = fields.String(validate=validate.OneOf([status.value for status in DeliveryStatus]))
+    event_type = fields.String(
+        metadata={"description": "An event type, or `prefix.*` for every type under it."}
+    )
+    webhook_id = fields.String(
+        metadata={"description": "The `webhook-id` a receiver saw: `msg_` and 32 hex digits."}
+    )
+    job_id = fields.UUID()
+    since = UtcDateTime(metadata={"description": "Created at or after this time."})
+    until = UtcDateTime(metadata={"description": "Created before this time."})
+    response = fields.String(
+        validate=validate.OneOf(list(RESPONSE_CLASSES)),
+        metadata={
+            "description": "Some attempt was answered with a status of this class; `none`: "
+            "some attempt got no answer (a timeout, a refused connection, a blocked address)."
+        },
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+    @validates("event_type")
+    def _event_type(self, value: str, **_kwargs: object) -> None:
+        problem = subscription_problem(value)
+        if problem:
+            raise ValidationError(problem)
+
+    @validates("webhook_id")
+    def _webhook_id(self, value: str, **_kwargs: object) -> None:
+        if not WEBHOOK_ID.fullmatch(value):
+            raise ValidationError("not a webhook id: msg_ and 32 lower-case hex digits")
+
+    @validates("cursor")
+    def _cursor_is_opaque(self, value: str, **_kwargs: object) -> None:
+        try:
+            decode_cursor(value)
+        except BadCursor as exc:
+            raise ValidationError(str(exc)) from None
+
+    @validates_schema
+    def _a_time_range(self, data: dict[str, Any], **_kwargs: object) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and until <= since:
+            raise ValidationError("must be after since", field_name="until")
+
+
+class DeliverySummarySchema(DeliverySchema):
+    """A delivery as a search lists it: its attempts are in its own ``GET``."""
+
+    class Meta:
+        exclude = ("attempts",)
+
+
+class DeliveryPageSchema(Schema):
+    data = fields.List(fields.Nested(DeliverySummarySchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class CallbackSecretSchema(Schema):

@@ -2,7 +2,7 @@
 
 Starts gunicorn, both Celery workers and beat (as in production: the delivery worker on a thread
 pool) against a scratch database and a private redis-server, plus an aiohttp receiver in its own
-process, and runs ten scenarios in one go:
+process, and runs eleven scenarios in one go:
 
 1. throughput: N deliveries to a fast receiver, beside (a) a raw aiohttp client POSTing the same
    signed bodies and (b) a naive one-Celery-task-per-callback sender (bench/naive/);
@@ -17,7 +17,9 @@ process, and runs ten scenarios in one go:
 8. fanout: one event to 100 callbacks through the outbox, without and with CEL content filters;
 9. ordering: 1,000 keys x 10 events to one callback, unordered, ordered, and ordered with one
    key's receiver answering 503 for a minute: every other key's pace, and order per key;
-10. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
+10. search: the delivery log of 1,000,000 attempts searched by each filter of GET /v1/deliveries
+    (EXPLAIN ANALYZE), with today's indexes and the ones before them;
+11. dead: a healthy tenant's jobs beside twenty tenants whose receivers never answer.
 
 Deliveries for 1-3 are made the way a finished job makes them: the real outbox
 (``app.services.outbox.publish``) writes a finished job, its message and its delivery, and the

@@ -30,6 +30,7 @@ class Sizes:
     ordering_keys: int = 1_000
     ordering_events: int = 10
     ordering_stuck_seconds: int = 60
+    search_attempts: int = 1_000_000
 
 
 SMOKE = Sizes(
@@ -56,4 +57,5 @@ SMOKE = Sizes(
     ordering_keys=20,
     ordering_events=3,
     ordering_stuck_seconds=3,
+    search_attempts=4_000,
 )

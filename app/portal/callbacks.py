@@ -68,7 +68,10 @@ def _callback_page(callback_id: uuid.UUID, status: int = 200, **context: Any) ->
     tenant = current_tenant()
     callback = service.get_callback(db(), tenant, callback_id)
     deliveries, _ = deliveries_service.list_deliveries(
-        db(), tenant, callback_id=callback.id, limit=RECENT_DELIVERIES
+        db(),
+        tenant,
+        deliveries_service.DeliverySearch(callback_id=callback.id),
+        limit=RECENT_DELIVERIES,
     )
     health = next(
         (h for h in stats.callback_health(db(), tenant, utcnow()) if h.callback.id == callback.id),

@@ -51,8 +51,7 @@ def deliveries() -> Any:
         page, next_cursor = service.list_deliveries(
             db(),
             current_tenant(),
-            status=status,
-            callback_id=callback_id,
+            service.DeliverySearch(status=status, callback_id=callback_id),
             limit=PAGE_SIZE,
             cursor=cursor,
         )

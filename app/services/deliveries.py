@@ -4,13 +4,15 @@ the delivery pipeline's (``workers/delivery/``)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, exists, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.errors import Conflict, NotFound
-from app.models import Delivery, DeliveryStatus, Job, Message, Tenant
+from app.events import WILDCARD_SUFFIX
+from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Job, Message, Tenant
 from app.paging import newest_first_page
 from app.queues import wake_deliveries
 from app.services.callbacks import get_callback, retry_schedule_of
@@ -46,25 +48,82 @@ def list_job_deliveries(session: Session, tenant: Tenant, job_id: uuid.UUID) -> 
     )
 
 
+# A response class: the status range an attempt's answer fell in; "none" is no answer at all
+# (a timeout, a refused connection, a blocked address).
+RESPONSE_CLASSES: dict[str, tuple[int, int] | None] = {
+    "2xx": (200, 299),
+    "3xx": (300, 399),
+    "4xx": (400, 499),
+    "5xx": (500, 599),
+    "none": None,
+}
+
+
+@dataclass(frozen=True)
+class DeliverySearch:
+    """What a search of the delivery log asks for. Every field narrows; none is required."""
+
+    callback_id: uuid.UUID | None = None
+    status: DeliveryStatus | None = None
+    event_type: str | None = None  # a type, or prefix.* for every type under it
+    message_id: uuid.UUID | None = None  # what a webhook-id names
+    job_id: uuid.UUID | None = None
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    response: str | None = None  # some attempt got an answer of this class (RESPONSE_CLASSES)
+
+
+def search_statement(tenant_id: uuid.UUID, search: DeliverySearch) -> Select[Delivery]:
+    """The tenant's deliveries matching ``search``, unordered. Each filter is one the indexes
+    answer (migration 0016): the newest-first walk per tenant or callback, a message's
+    deliveries, a job's or a type's messages, an attempt's delivery."""
+    query = select(Delivery).where(Delivery.tenant_id == tenant_id)
+    if search.callback_id is not None:
+        query = query.where(Delivery.callback_id == search.callback_id)
+    if search.status is not None:
+        query = query.where(Delivery.status == search.status)
+    if search.message_id is not None:
+        query = query.where(Delivery.message_id == search.message_id)
+    if search.since is not None:
+        query = query.where(Delivery.created_at >= search.since)
+    if search.until is not None:
+        query = query.where(Delivery.created_at < search.until)
+    if search.job_id is not None or search.event_type is not None:
+        messages = select(Message.id).where(Message.tenant_id == tenant_id)
+        if search.job_id is not None:
+            messages = messages.where(Message.job_id == search.job_id)
+        if search.event_type is not None:
+            messages = messages.where(_type_matches(search.event_type))
+        query = query.where(Delivery.message_id.in_(messages))
+    if search.response is not None:
+        statuses = RESPONSE_CLASSES[search.response]
+        answered = (
+            DeliveryAttempt.response_status.is_(None)
+            if statuses is None
+            else DeliveryAttempt.response_status.between(*statuses)
+        )
+        query = query.where(exists().where(DeliveryAttempt.delivery_id == Delivery.id, answered))
+    return query
+
+
+def _type_matches(pattern: str) -> ColumnElement[bool]:
+    if pattern.endswith(WILDCARD_SUFFIX):
+        prefix = pattern.removesuffix("*")  # keeps the dot: invoice.* is invoice.<something>
+        return Message.event_type.startswith(prefix, autoescape=True)
+    return Message.event_type == pattern
+
+
 def list_deliveries(
     session: Session,
     tenant: Tenant,
+    search: DeliverySearch = DeliverySearch(),
     *,
-    status: DeliveryStatus | None = None,
-    callback_id: uuid.UUID | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[Delivery], str | None]:
-    """A page of the tenant's deliveries, newest first (without attempts), and the next cursor."""
-    query = (
-        select(Delivery)
-        .options(selectinload(Delivery.message))
-        .where(Delivery.tenant_id == tenant.id)
-    )
-    if status is not None:
-        query = query.where(Delivery.status == status)
-    if callback_id is not None:
-        query = query.where(Delivery.callback_id == callback_id)
+    """A page of the tenant's deliveries matching ``search``, newest first (without attempts),
+    and the next page's cursor."""
+    query = search_statement(tenant.id, search).options(selectinload(Delivery.message))
     return newest_first_page(session, query, Delivery, limit, cursor)
 
 

@@ -15,6 +15,7 @@ from bench.scenarios import (
     noisy,
     ordering,
     retention,
+    search,
     slow,
     streams,
     throughput,
@@ -32,6 +33,7 @@ SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "retention": retention.run,
     "fanout": fanout.run,
     "ordering": ordering.run,
+    "search": search.run,
     # Last: its receivers hold connections until the delivery timeout.
     "dead": dead.run,
 }

@@ -25,6 +25,7 @@ SCENARIOS = (
     "retention",
     "fanout",
     "ordering",
+    "search",
     "dead",
 )
 
@@ -151,6 +152,16 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
     stuck = ordering["one_key_stuck"]["stuck_key"]
     assert stuck["refused"] > 0 and stuck["accepted"] == ordering["events_per_key"]
     assert stuck["first_accepted_after_seconds"] >= ordering["stuck_seconds"]
+
+    search = scenarios["search"]
+    assert search["attempts"] == 4 * search["deliveries"] > 0
+    for name, figures in search.items():
+        if isinstance(figures, dict):  # one search: the same page with either set of indexes
+            assert figures["same_rows_before_0016"], name
+            assert figures["plan"] and figures["plan_before_0016"], name
+            positive(figures, "ms", "before_0016_ms")
+    assert search["everything"]["rows"] == 51  # a page and one more: there is a next page
+    assert search["webhook_id"]["rows"] == search["job_id"]["rows"] == 1
 
     dead = scenarios["dead"]
     for side in ("alone", "beside_dead"):
