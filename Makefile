@@ -3,7 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PYTEST_WORKERS ?= 2
+# Three on two cores: most tests wait on the real stack (processes starting, timeouts), not
+# on the CPU, and a third process cut the suite from about 15 to 11.5 minutes.
+PYTEST_WORKERS ?= 3
 
 .PHONY: install chromium run migrate test lint format clean
 

@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from app.models import Tenant
 from tests.factories import make_tenant
 from tests.support.processes import free_port, start_process, stop_process
 
@@ -94,11 +96,17 @@ def gunicorn(settings, engine, tmp_path_factory) -> Iterator[Gunicorn]:
 
 
 @pytest.fixture(scope="module")
-def api_key(engine) -> str:
+def api_key(engine) -> Iterator[str]:
+    """A committed tenant's key; the tenant goes afterwards with what it made (the jobs these
+    tests submit stay queued: no worker runs here, and other tests probe for queued jobs)."""
     with Session(engine) as session:
         tenant = make_tenant(session, f"gunicorn-errors-{uuid.uuid4().hex[:8]}")
         session.commit()
-    return tenant.api_key
+        tenant_id = tenant.row.id
+    yield tenant.api_key
+    with Session(engine) as session:
+        session.execute(delete(Tenant).where(Tenant.id == tenant_id))
+        session.commit()
 
 
 def assert_one_error_shape(status: int, headers: dict[str, str], body: bytes, expected: int):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from app.models import DeliveryStatus, JobStatus
+from sqlalchemy import update
+
+from app.models import DeliveryStatus, Job, JobStatus
 from tests.factories import make_callback, make_delivery, make_job
 from workers.delivery.store import has_due_deliveries
 from workers.running import has_queued_jobs, requeue_stranded_jobs
@@ -50,6 +52,11 @@ def test_a_delivery_whose_worker_died_is_due_again_once_its_lease_runs_out(db_se
 
 
 def test_a_queued_job_is_seen_by_the_sweep_so_a_lost_wake_only_delays_it(db_session, tenant):
+    # The probe sees the whole database: set aside, in this rolled-back transaction, any job
+    # another test of this process left queued.
+    db_session.execute(
+        update(Job).where(Job.status == JobStatus.QUEUED).values(status=JobStatus.FAILED)
+    )
     assert has_queued_jobs(db_session) is False
     make_job(db_session, tenant.row)
     assert has_queued_jobs(db_session) is True
