@@ -469,18 +469,19 @@ class JobWaitQuerySchema(InputSchema):
     )
 
 
+def _opaque_cursor(value: str) -> None:
+    """A page cursor is one this service handed out."""
+    try:
+        decode_cursor(value)
+    except BadCursor as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class JobListQuerySchema(InputSchema):
     status = fields.String(validate=validate.OneOf([status.value for status in JobStatus]))
     type = fields.String()
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String()
-
-    @validates("cursor")
-    def _cursor_is_opaque(self, value: str, **_kwargs: object) -> None:
-        try:
-            decode_cursor(value)
-        except BadCursor as exc:
-            raise ValidationError(str(exc)) from None
+    cursor = fields.String(validate=_opaque_cursor)
 
 
 class JobPageSchema(Schema):
@@ -557,7 +558,7 @@ class DeliverySearchQuerySchema(InputSchema):
         },
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String()
+    cursor = fields.String(validate=_opaque_cursor)
 
     @validates("event_type")
     def _event_type(self, value: str, **_kwargs: object) -> None:
@@ -569,13 +570,6 @@ class DeliverySearchQuerySchema(InputSchema):
     def _webhook_id(self, value: str, **_kwargs: object) -> None:
         if not WEBHOOK_ID.fullmatch(value):
             raise ValidationError("not a webhook id: msg_ and 32 lower-case hex digits")
-
-    @validates("cursor")
-    def _cursor_is_opaque(self, value: str, **_kwargs: object) -> None:
-        try:
-            decode_cursor(value)
-        except BadCursor as exc:
-            raise ValidationError(str(exc)) from None
 
     @validates_schema
     def _a_time_range(self, data: dict[str, Any], **_kwargs: object) -> None:
