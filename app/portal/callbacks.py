@@ -1,5 +1,5 @@
-"""Callbacks: list, register, edit, enable or disable, rotate and reveal the secret, send a test
-event, recover failed deliveries. Each action calls the service the JSON API calls."""
+"""Callbacks: list, register, edit, enable or disable, delete, rotate and reveal the secret, send
+a test event, recover failed deliveries. Each action calls the service the JSON API calls."""
 
 from __future__ import annotations
 
@@ -136,6 +136,18 @@ def disable_callback(callback_id: uuid.UUID) -> Any:
     db().commit()
     flash("Callback disabled: nothing is sent to it until you enable it.", "ok")
     return redirect(url_for("portal.callback", callback_id=callback_id), code=303)
+
+
+@bp.route("/callbacks/<uuid:callback_id>/delete", methods=["POST"])
+def delete_callback(callback_id: uuid.UUID) -> Any:
+    """Delete the callback, cancelling what still waited to reach it (as the API's DELETE); its
+    deliveries stay in the log."""
+    callback = service.get_callback(db(), current_tenant(), callback_id)
+    url = callback.url
+    service.delete_callback(db(), current_tenant(), callback_id)
+    db().commit()
+    flash(f"Callback {url} deleted; what was still waiting to reach it was cancelled.", "ok")
+    return redirect(url_for("portal.callbacks"), code=303)
 
 
 @bp.route("/callbacks/<uuid:callback_id>/secret", methods=["POST"])

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from app import create_app
 from app.events import CALLBACK_TEST
 from app.models import Callback, Delivery, DeliveryStatus, Message
-from tests.factories import make_callback, make_delivery
+from tests.factories import make_callback, make_delivery, make_tenant
 from tests.portal.conftest import Portal
 
 
@@ -315,3 +315,33 @@ def test_the_pages_show_credentials_masked_and_an_edit_keeps_them(signed_in, db_
     assert response.status_code == 303
     (stored,) = stored_callbacks(db_session)
     assert stored.headers == {"Authorization": "Bearer s3cret", "X-Team": "billing"}
+
+
+def test_it_deletes_a_callback_cancelling_what_waited_and_keeping_the_log(
+    signed_in, db_session, tenant
+):
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:9/hook")
+    waiting = make_delivery(db_session, callback)
+    page = signed_in.text(f"/portal/callbacks/{callback.id}")
+    assert f'action="/portal/callbacks/{callback.id}/delete"' in page
+    assert 'data-confirm="Delete this callback?' in page
+
+    response = signed_in.post(f"/portal/callbacks/{callback.id}/delete")
+    assert response.status_code == 303 and response.headers["Location"].endswith(
+        "/portal/callbacks"
+    )
+    assert stored_callbacks(db_session) == []
+    db_session.expire_all()
+    kept = db_session.get_one(Delivery, waiting.id)
+    assert kept.status == DeliveryStatus.CANCELLED and kept.next_attempt_at is None
+    assert "http://127.0.0.1:9/hook deleted" in signed_in.text("/portal/callbacks")
+    assert signed_in.post(f"/portal/callbacks/{callback.id}/delete").status_code == 404
+
+
+def test_another_tenants_callback_cannot_be_deleted(signed_in, db_session):
+    theirs = make_callback(
+        db_session, make_tenant(db_session, "globex").row, "http://127.0.0.1:9/x"
+    )
+    assert signed_in.post(f"/portal/callbacks/{theirs.id}/delete").status_code == 404
+    db_session.expire_all()
+    assert db_session.get(Callback, theirs.id) is not None
