@@ -11,6 +11,8 @@ import requests
 from playwright.sync_api import Page, expect
 from standardwebhooks.webhooks import Webhook
 
+# The phone test measures the detail pages the first test made, on the stack the module shares:
+# the module runs in one process (`make test` distributes whole files).
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 # Deliveries go through Celery and the retry schedule: give them time; nothing waits in sleeps.
