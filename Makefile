@@ -4,8 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Three on two cores: most tests wait on the real stack (processes starting, timeouts), not
-# on the CPU, and a third process cut the suite from about 15 to 11.5 minutes. Whole files go
-# to one process: a module's stack starts once, and its tests may build on each other.
+# on the CPU, and a third process cut the suite from about 15 to 11.5 minutes.
 PYTEST_WORKERS ?= 3
 
 .PHONY: install chromium run migrate test lint format clean
@@ -43,7 +42,7 @@ chromium:
 # test.)
 test: install chromium
 	scripts/ensure-services
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not fleet" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not fleet" $(PYTEST_ARGS)
 	$(BIN)/pytest -n 0 -m fleet $(or $(PYTEST_ARGS),tests/fleet) || [ $$? = 5 ]
 
 lint: install
