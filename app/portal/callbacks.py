@@ -142,9 +142,7 @@ def disable_callback(callback_id: uuid.UUID) -> Any:
 def delete_callback(callback_id: uuid.UUID) -> Any:
     """Delete the callback, cancelling what still waited to reach it (as the API's DELETE); its
     deliveries stay in the log."""
-    callback = service.get_callback(db(), current_tenant(), callback_id)
-    url = callback.url
-    service.delete_callback(db(), current_tenant(), callback_id)
+    url = service.delete_callback(db(), current_tenant(), callback_id).url
     db().commit()
     flash(f"Callback {url} deleted; what was still waiting to reach it was cancelled.", "ok")
     return redirect(url_for("portal.callbacks"), code=303)

@@ -213,8 +213,9 @@ def update_callback(
     return callback
 
 
-def delete_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) -> None:
-    """Delete the callback and cancel what was still waiting to reach it; the log stays."""
+def delete_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) -> Callback:
+    """Delete the callback and cancel what was still waiting to reach it; the log stays. The
+    deleted row is returned, for saying which it was."""
     callback = get_callback(session, tenant, callback_id)
     session.execute(
         update(Delivery)
@@ -223,6 +224,7 @@ def delete_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) ->
     )
     session.delete(callback)
     session.flush()
+    return callback
 
 
 def enable_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) -> Callback:

@@ -138,11 +138,11 @@ def wake_next(
     keyed = [(delivery_id, tenant_id, key) for delivery_id, tenant_id, key in ended if key]
     if not keyed:
         return 0
-    held = _try_lock_keys(session, {lock_key(tenant_id, key) for _, tenant_id, key in keyed})
+    lock_ids = {delivery_id: lock_key(tenant_id, key) for delivery_id, tenant_id, key in keyed}
+    held = _try_lock_keys(session, set(lock_ids.values()))
     contended: dict[int, list[uuid.UUID]] = defaultdict(list)
     free = []
-    for delivery_id, tenant_id, key in keyed:
-        lock_id = lock_key(tenant_id, key)
+    for delivery_id, lock_id in lock_ids.items():
         if lock_id in held:
             free.append(delivery_id)
         else:
