@@ -407,11 +407,80 @@ class PortalSession(Base):
     __tablename__ = "portal_session"
 
     id: Mapped[uuid.UUID] = _uuid_pk()
+    # The key signed in with, or the key that minted the portal link: revoking it ends both.
     api_key_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("api_key.id", ondelete="CASCADE"), nullable=False, index=True
     )
+    # Made from a read-only portal link: pages only, every change refused.
+    read_only: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # Made from a portal link rather than by pasting a key.
+    from_link: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     created_at: Mapped[datetime] = _created_at()
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PortalLink(Base):
+    """A one-time, expiring sign-in URL a tenant's backend minted for one of its people. Only a
+    SHA-256 of the token is kept; the URL is shown once."""
+
+    __tablename__ = "portal_link"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    api_key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_key.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ReplayStatus(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+
+
+class DeliveryReplay(Base):
+    """A bulk re-send of the finished deliveries matching a search, worked through in batches in
+    the background (``workers/replay.py``). It walks the log newest first from where it was asked
+    for, so each delivery is re-sent once however long the walk takes."""
+
+    __tablename__ = "delivery_replay"
+    __table_args__ = (
+        Index(
+            "uq_delivery_replay_idempotency_key",
+            "tenant_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_delivery_replay_running",
+            "leased_until",
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk(index=False)  # uq_delivery_replay_idempotency_key
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The search, as the API took it (app/services/replays.py reads it back).
+    search: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[ReplayStatus] = mapped_column(
+        _str_enum(ReplayStatus, "replay_status"), nullable=False, default=ReplayStatus.RUNNING
+    )
+    matched: Mapped[int] = mapped_column(Integer, nullable=False)
+    replayed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Where the walk is: the last delivery re-sent (newest first); NULL before the first batch.
+    after_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    after_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # A worker holds the replay until then; a later one takes it over (the sweep wakes it).
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ServerSecret(Base):

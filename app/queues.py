@@ -49,9 +49,11 @@ RUN_JOBS_TASK = "boomerang.run_jobs"
 DELIVER_TASK = "boomerang.deliver"
 SWEEP_TASK = "boomerang.sweep"
 PRUNE_TASK = "boomerang.prune"
+REPLAY_TASK = "boomerang.replay"
 
 # Each queue has its own worker process, so one kind of work never waits behind another:
-# ``jobs`` (the slow work), ``deliveries`` (outbound POSTs) and ``maintenance`` (the sweep).
+# ``jobs`` (the slow work), ``deliveries`` (outbound POSTs) and ``maintenance`` (the sweep,
+# pruning, bulk replays).
 JOBS_QUEUE = "jobs"
 DELIVERIES_QUEUE = "deliveries"
 MAINTENANCE_QUEUE = "maintenance"
@@ -61,6 +63,7 @@ QUEUE_OF_TASK = {
     DELIVER_TASK: DELIVERIES_QUEUE,
     SWEEP_TASK: MAINTENANCE_QUEUE,
     PRUNE_TASK: MAINTENANCE_QUEUE,
+    REPLAY_TASK: MAINTENANCE_QUEUE,
 }
 # The tasks that are wakes: no arguments, coalesced through their Waker.
 WAKE_TASKS = (RUN_JOBS_TASK, DELIVER_TASK)

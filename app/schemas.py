@@ -536,8 +536,8 @@ class DeliveryListSchema(Schema):
 WEBHOOK_ID = re.compile(r"msg_[0-9a-f]{32}")
 
 
-class DeliverySearchQuerySchema(InputSchema):
-    """``GET /v1/deliveries``: every filter narrows; none is required."""
+class DeliveryFilterSchema(InputSchema):
+    """What picks deliveries out of the log, for a search or a replay: each filter narrows."""
 
     callback_id = fields.UUID()
     status = fields.String(validate=validate.OneOf([status.value for status in DeliveryStatus]))
@@ -557,8 +557,6 @@ class DeliverySearchQuerySchema(InputSchema):
             "some attempt got no answer (a timeout, a refused connection, a blocked address)."
         },
     )
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String(validate=_opaque_cursor)
 
     @validates("event_type")
     def _event_type(self, value: str, **_kwargs: object) -> None:
@@ -576,6 +574,46 @@ class DeliverySearchQuerySchema(InputSchema):
         since, until = data.get("since"), data.get("until")
         if since is not None and until is not None and until <= since:
             raise ValidationError("must be after since", field_name="until")
+
+
+class DeliverySearchQuerySchema(DeliveryFilterSchema):
+    """``GET /v1/deliveries``: every filter narrows; none is required."""
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=_opaque_cursor)
+
+
+class DeliveryReplayRequestSchema(DeliveryFilterSchema):
+    """``POST /v1/deliveries/replay``: the search's filters, over finished deliveries only."""
+
+    status = fields.String(
+        validate=validate.OneOf(
+            [DeliveryStatus.SUCCEEDED.value, DeliveryStatus.FAILED.value],
+            error="a replay re-sends finished deliveries: succeeded or failed (or leave it out "
+            "for both)",
+        )
+    )
+    dry_run = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Only count what would be re-sent; nothing is stored or sent."},
+    )
+
+
+class DeliveryReplaySchema(Schema):
+    """A bulk replay, or with ``dry_run`` only the count it would re-send."""
+
+    id = fields.UUID(allow_none=True, metadata={"description": "None for a dry run."})
+    status = fields.String(
+        metadata={"description": "`running`, `done`, or `dry_run` (nothing was started)."}
+    )
+    dry_run = fields.Boolean()
+    matched = fields.Integer(
+        metadata={"description": "Finished deliveries the filter matched when it was asked."}
+    )
+    replayed = fields.Integer(metadata={"description": "Re-sent so far."})
+    filter = fields.Dict(metadata={"description": "The filter, as it was taken."})
+    created_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
 
 
 class DeliverySummarySchema(DeliverySchema):

@@ -396,6 +396,27 @@ class Settings:
         "seconds",
         "How long an `Idempotency-Key` maps to its job.",
     )
+    replay_batch_size: int = setting(
+        "BOOMERANG_REPLAY_BATCH_SIZE",
+        "500",
+        _parse_positive_int,
+        "deliveries",
+        "Deliveries one step of a bulk replay re-sends, in one transaction.",
+    )
+    replay_max_deliveries: int = setting(
+        "BOOMERANG_REPLAY_MAX_DELIVERIES",
+        "100000",
+        _parse_positive_int,
+        "deliveries",
+        "Most deliveries one bulk replay may re-send; a wider search is refused (422).",
+    )
+    portal_link_max_seconds: int = setting(
+        "BOOMERANG_PORTAL_LINK_MAX_SECONDS",
+        "3600",
+        _parse_positive_int,
+        "seconds",
+        "Longest a portal sign-in link may stay valid before its one use.",
+    )
     sweep_batch_size: int = setting(
         "BOOMERANG_SWEEP_BATCH_SIZE",
         "500",

@@ -13,9 +13,17 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
-from app.queues import DELIVER_TASK, PRUNE_TASK, RUN_JOBS_TASK, SWEEP_TASK
+from app.queues import (
+    DELIVER_TASK,
+    MAINTENANCE_QUEUE,
+    PRUNE_TASK,
+    REPLAY_TASK,
+    RUN_JOBS_TASK,
+    SWEEP_TASK,
+)
 from app.services import attempt_partitions
 from app.services.ordering import wake_stranded
+from app.services.replays import has_stalled_replays, replay_step
 from app.services.retention import prune_batch
 from config.settings import Settings
 from workers.delivery.store import has_due_deliveries
@@ -34,6 +42,11 @@ DATABASE_OUTAGE = {
 }
 
 PRUNE_BATCHES_PER_RUN = 100
+# One replay task steps through replays for this long at most, then hands on to a fresh task, so
+# a replay of many batches never holds a maintenance process away from the sweep for long.
+REPLAY_SECONDS_PER_RUN = 20.0
+# Between batches: the delivery workers get the rows just made due before the next batch lands.
+REPLAY_PAUSE_SECONDS = 0.05
 # A partition change that gave up waiting for its lock (lock_not_available) or ran past the
 # statement timeout (query_canceled: moving a large day out of the DEFAULT partition) is tried
 # again at the next run; the rest of the pass goes on.
@@ -66,15 +79,40 @@ def sweep(self) -> dict[str, int]:
         unparked = wake_stranded(session, now)
         jobs_queued = has_queued_jobs(session)
         deliveries_due = has_due_deliveries(session, now)
+        replays_stalled = has_stalled_replays(session, now)
         session.commit()
     jobs_woken = ctx.job_waker.wake() if jobs_queued else False
     deliveries_woken = ctx.waker.wake() if deliveries_due else False
+    if replays_stalled:
+        self.app.send_task(REPLAY_TASK, queue=MAINTENANCE_QUEUE)
     return {
         "jobs_requeued": requeued,
         "jobs_woken": int(jobs_woken),
         "deliveries_woken": int(deliveries_woken),
         "ordered_unparked": unparked,
+        "replays_woken": int(replays_stalled),
     }
+
+
+@shared_task(name=REPLAY_TASK, bind=True, **DATABASE_OUTAGE)
+def replay(self) -> dict[str, int]:
+    """Step through running bulk replays, a batch per transaction, taking turns between them
+    (a wake: which replays is Postgres's to say, not the message's)."""
+    ctx = self.app.boomerang
+    steps = replayed = 0
+    deadline = time.monotonic() + REPLAY_SECONDS_PER_RUN
+    with ctx.session_factory() as session:
+        while True:
+            stepped = replay_step(session, utcnow(), ctx.settings)
+            session.commit()
+            if stepped is None:
+                return {"steps": steps, "replayed": replayed}
+            steps += 1
+            replayed = stepped.replayed
+            if time.monotonic() >= deadline:
+                self.app.send_task(REPLAY_TASK, queue=MAINTENANCE_QUEUE)
+                return {"steps": steps, "replayed": replayed, "handed_on": 1}
+            time.sleep(REPLAY_PAUSE_SECONDS)
 
 
 @shared_task(name=PRUNE_TASK, bind=True)

@@ -7,17 +7,23 @@ from typing import Any
 
 from app.api import API_PREFIX, Blueprint
 from app.clock import utcnow
+from app.events import webhook_id
 from app.models import DeliveryStatus
 from app.schemas import (
     DeliveryListSchema,
     DeliveryPageSchema,
+    DeliveryReplayRequestSchema,
+    DeliveryReplaySchema,
     DeliverySchema,
     DeliverySearchQuerySchema,
     ErrorSchema,
 )
 from app.services import deliveries as service
+from app.services import replays
 from app.services.jobs import get_job
+from app.services.replays import ReplayRequest
 from app.web import current_tenant, db, require_tenant, settings
+from app.web.idempotency import idempotency_key
 
 blp = Blueprint(
     "deliveries",
@@ -55,6 +61,75 @@ def search_deliveries(query: dict[str, Any]):
         cursor=query.get("cursor"),
     )
     return {"data": page, "next_cursor": next_cursor}
+
+
+@blp.route("/deliveries/replay", methods=["POST"])
+@blp.arguments(DeliveryReplayRequestSchema)
+@blp.response(202, DeliveryReplaySchema)
+@blp.alt_response(
+    200,
+    schema=DeliveryReplaySchema,
+    description="A dry run's count, or a repeat of an earlier request with the same "
+    "Idempotency-Key.",
+)
+@blp.alt_response(
+    409,
+    schema=ErrorSchema,
+    description="The Idempotency-Key was used before with a different body.",
+)
+def replay_deliveries(body: dict[str, Any]):
+    """Send again every finished (succeeded or failed) delivery the filter matches, each with
+    its own ``webhook-id``, in batches in the background; ``Location`` shows the progress. With
+    ``dry_run`` only count them. Cancelled deliveries and those to deleted callbacks are never
+    sent again. ``POST /v1/callbacks/{id}/recover`` is the one-callback shortcut."""
+    request = replays.request_replay(
+        db(),
+        current_tenant(),
+        _search(body),
+        utcnow(),
+        settings(),
+        dry_run=body["dry_run"],
+        idempotency_key=idempotency_key(),
+    )
+    db().commit()
+    if request.replay is None:
+        return _dry_run(request), 200
+    location = {"Location": f"{API_PREFIX}/deliveries/replays/{request.replay.id}"}
+    return _replay_answer(request.replay), 202 if request.created else 200, location
+
+
+@blp.route("/deliveries/replays/<uuid:replay_id>")
+@blp.response(200, DeliveryReplaySchema)
+@blp.alt_response(404, schema=ErrorSchema, description="You have no replay with this id.")
+def get_replay(replay_id: uuid.UUID):
+    """A bulk replay's progress."""
+    return _replay_answer(replays.get_replay(db(), current_tenant(), replay_id))
+
+
+def _replay_answer(replay: Any) -> dict[str, Any]:
+    return {
+        "id": replay.id,
+        "status": replay.status,
+        "dry_run": False,
+        "matched": replay.matched,
+        "replayed": replay.replayed,
+        "filter": _filter_of(replay.search),
+        "created_at": replay.created_at,
+        "finished_at": replay.finished_at,
+    }
+
+
+def _dry_run(request: ReplayRequest) -> dict[str, Any]:
+    return {"id": None, "status": "dry_run", "dry_run": True, "matched": request.matched}
+
+
+def _filter_of(stored: dict[str, Any]) -> dict[str, Any]:
+    # As the API names them: a webhook-id, not the message id it stands for.
+    shown = dict(stored)
+    message_id = shown.pop("message_id", None)
+    if message_id is not None:
+        shown["webhook_id"] = webhook_id(uuid.UUID(message_id))
+    return shown
 
 
 def _search(query: dict[str, Any]) -> service.DeliverySearch:

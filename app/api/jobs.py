@@ -24,13 +24,12 @@ from app.schemas import (
 from app.services import jobs as service
 from app.stream_tokens import STREAM_PREFIX, stream_url
 from app.web import current_tenant, db, require_tenant, settings, stream_tokens
+from app.web.idempotency import idempotency_key
 
 blp = Blueprint(
     "jobs", __name__, url_prefix=f"{API_PREFIX}/jobs", description="Slow work, with results pushed."
 )
 blp.before_request(require_tenant)
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def job_location(job_id: uuid.UUID) -> str:
@@ -68,11 +67,7 @@ class Jobs(MethodView):
                     "query", "callbackURL", "conflicts with callback_url in the body; send one"
                 )
             body["callback_url"] = query["callbackURL"]
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key is not None and (not 1 <= len(key) <= 255 or "\x00" in key):
-            raise InvalidField(
-                "headers", IDEMPOTENCY_HEADER, "must be 1 to 255 characters, without NUL"
-            )
+        key = idempotency_key()
         submission = service.submit_job(
             db(), current_tenant(), body, settings(), utcnow(), idempotency_key=key
         )

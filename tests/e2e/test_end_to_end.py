@@ -339,3 +339,61 @@ def test_events_sharing_a_key_arrive_in_order_through_retries(stack, account, re
     failed_ids = {first_of[key].webhook_id for key in first_of if first_of[key].status == 503}
     said = {failed for request in gave_up for failed in request.json().get("preceding_failed", [])}
     assert failed_ids and said == failed_ids
+
+
+def test_a_bulk_replay_sends_the_matching_events_again_through_the_workers(
+    stack, account, receiver
+):
+    registered = api(
+        stack,
+        account,
+        "POST",
+        "/v1/callbacks",
+        json={"url": receiver.url("/replayed"), "event_types": ["order.*"]},
+    )
+    assert registered.status_code == 201, registered.text
+    callback_id = registered.json()["id"]
+    for name in ("order.placed", "order.shipped"):
+        added = api(stack, account, "POST", "/v1/event-types", json={"name": name})
+        assert added.status_code == 201, added.text
+    published = api(
+        stack,
+        account,
+        "POST",
+        "/v1/events:batch",
+        json={"events": [{"type": f"order.{n}", "data": {"n": n}} for n in ("placed", "shipped")]},
+    )
+    assert published.status_code == 202, published.text
+    first_round = receiver.wait_for(2, "/replayed")
+    deadline = time.monotonic() + 10
+    query = {"callback_id": callback_id, "status": "succeeded"}
+    while api(stack, account, "GET", "/v1/deliveries", params=query).json()["data"] == []:
+        assert time.monotonic() < deadline, "the first round never recorded its success"
+        time.sleep(0.1)
+
+    dry = api(
+        stack, account, "POST", "/v1/deliveries/replay", json={**query, "dry_run": True}
+    ).json()
+    started = api(
+        stack,
+        account,
+        "POST",
+        "/v1/deliveries/replay",
+        json={"callback_id": callback_id, "event_type": "order.shipped"},
+        headers={"Idempotency-Key": "replay-shipped"},
+    )
+
+    assert dry["matched"] >= 1
+    assert started.status_code == 202, started.text
+    assert started.json()["matched"] == 1
+    (again,) = receiver.wait_for(3, "/replayed")[2:]
+    shipped = next(r for r in first_round if b"shipped" in r.body)
+    # The same event again: the same webhook-id, so a receiver that already has it drops it.
+    assert again.headers["webhook-id"] == shipped.headers["webhook-id"]
+    Webhook(registered.json()["secret"]).verify(again.body, again.headers)
+    progress_url = started.headers["Location"]
+    deadline = time.monotonic() + 10
+    while (progress := api(stack, account, "GET", progress_url).json())["status"] != "done":
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.1)
+    assert progress["replayed"] == 1
