@@ -33,6 +33,10 @@ class ApiError(Exception):
             self.code = code
 
 
+class Forbidden(ApiError):
+    code = 403
+
+
 class NotFound(ApiError):
     code = 404
 
@@ -72,13 +76,22 @@ def error_body(code: int, message: str | None = None, errors: Any = None) -> dic
     return body
 
 
+# An app may keep here a function that answers an error as an HTML page for the paths it serves
+# to people (the portal), or None for the rest, which get the JSON shape.
+ERROR_PAGES = "boomerang.error_pages"
+
+
 def error_response(
     code: int, message: str | None = None, errors: Any = None, headers: Any = None
 ) -> Response:
-    """A JSON response in the one error shape, for handlers outside this module too."""
-    from flask import jsonify
+    """A JSON response in the one error shape, for handlers outside this module too (a page in
+    the portal: errors the router or the database raise never reach its blueprint's handlers)."""
+    from flask import current_app, has_request_context, jsonify
 
-    response = jsonify(error_body(code, message, errors))
+    page = None
+    if has_request_context() and ERROR_PAGES in current_app.extensions:
+        page = current_app.extensions[ERROR_PAGES](code, message or HTTPStatus(code).description)
+    response = page if page is not None else jsonify(error_body(code, message, errors))
     response.status_code = code
     for name, value in (headers or {}).items():
         response.headers[name] = value

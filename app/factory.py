@@ -18,6 +18,7 @@ from app.api import (
     jobs,
     keys,
     metrics,
+    portal_links,
     redirects,
     tenant,
 )
@@ -94,6 +95,7 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
         health,
         redirects,
         keys,
+        portal_links,
         tenant,
     ):
         api.register_blueprint(module.blp)

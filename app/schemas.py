@@ -433,6 +433,30 @@ class KeyCreateSchema(InputSchema):
     """A new API key takes no fields: any field sent is refused rather than ignored."""
 
 
+class PortalLinkCreateSchema(InputSchema):
+    """``POST /v1/portal/links``: a one-time sign-in URL for one of your people."""
+
+    read_only = fields.Boolean(
+        load_default=False,
+        metadata={"description": "The session it starts may look at everything, change nothing."},
+    )
+    expires_in = fields.Integer(
+        load_default=600,
+        validate=validate.Range(min=1),
+        metadata={
+            "description": "Seconds the link stays valid before its one use (at most "
+            "`BOOMERANG_PORTAL_LINK_MAX_SECONDS`). The session it starts lasts as a sign-in "
+            "does."
+        },
+    )
+
+
+class PortalLinkSchema(Schema):
+    url = fields.String(metadata={"description": "Open it once, before expires_at."})
+    read_only = fields.Boolean()
+    expires_at = fields.DateTime()
+
+
 class JobSchema(Schema):
     id = fields.UUID()
     type = fields.String()

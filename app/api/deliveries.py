@@ -8,7 +8,6 @@ from typing import Any
 from app.api import API_PREFIX, Blueprint
 from app.clock import utcnow
 from app.events import webhook_id
-from app.models import DeliveryStatus
 from app.schemas import (
     DeliveryListSchema,
     DeliveryPageSchema,
@@ -56,7 +55,7 @@ def search_deliveries(query: dict[str, Any]):
     page, next_cursor = service.list_deliveries(
         db(),
         current_tenant(),
-        _search(query),
+        service.search_of(query),
         limit=query["limit"],
         cursor=query.get("cursor"),
     )
@@ -85,7 +84,7 @@ def replay_deliveries(body: dict[str, Any]):
     request = replays.request_replay(
         db(),
         current_tenant(),
-        _search(body),
+        service.search_of(body),
         utcnow(),
         settings(),
         dry_run=body["dry_run"],
@@ -130,21 +129,6 @@ def _filter_of(stored: dict[str, Any]) -> dict[str, Any]:
     if message_id is not None:
         shown["webhook_id"] = webhook_id(uuid.UUID(message_id))
     return shown
-
-
-def _search(query: dict[str, Any]) -> service.DeliverySearch:
-    webhook = query.get("webhook_id")
-    status = query.get("status")
-    return service.DeliverySearch(
-        callback_id=query.get("callback_id"),
-        status=DeliveryStatus(status) if status else None,
-        event_type=query.get("event_type"),
-        message_id=uuid.UUID(webhook.removeprefix("msg_")) if webhook else None,
-        job_id=query.get("job_id"),
-        since=query.get("since"),
-        until=query.get("until"),
-        response=query.get("response"),
-    )
 
 
 @blp.route("/deliveries/<uuid:delivery_id>")

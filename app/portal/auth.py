@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 
 from flask import g, session
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.clock import utcnow
 from app.logs import add_log_context
 from app.models import ApiKey, PortalSession, Tenant
 from app.portal.csrf import renew_csrf_token
+from app.services.portal_links import redeem_link
 from app.services.tenants import authenticate
 from app.web import db, settings
 
@@ -32,7 +35,23 @@ def sign_in(api_key: str) -> Tenant | None:
     if tenant is None:
         return None
     key_id = db().scalar(select(ApiKey.id).where(ApiKey.prefix == api_key.partition(".")[0]))
-    portal_session = PortalSession(id=uuid.uuid4(), api_key_id=key_id)
+    assert key_id is not None, "the key authenticated a moment ago"
+    _start(PortalSession(id=uuid.uuid4(), api_key_id=key_id))
+    return tenant
+
+
+def sign_in_with_link(token: str) -> None:
+    """Use up a portal link and start the session it grants (read-only if the link was);
+    ``LinkRefused`` if it cannot. The caller commits."""
+    link = redeem_link(db(), token, utcnow())
+    _start(
+        PortalSession(
+            id=uuid.uuid4(), api_key_id=link.api_key_id, read_only=link.read_only, from_link=True
+        )
+    )
+
+
+def _start(portal_session: PortalSession) -> None:
     db().add(portal_session)
     db().flush()
     # A new session from scratch, so nothing chosen before signing in (a planted token) survives.
@@ -43,7 +62,6 @@ def sign_in(api_key: str) -> Tenant | None:
     # as it is used: the sign-in time bounds it instead.
     session[_SIGNED_IN_AT] = int(time.time())
     session.permanent = True  # the cookie expires with it too
-    return tenant
 
 
 def sign_out() -> None:
@@ -72,10 +90,11 @@ def _expired(signed_in_at: object) -> bool:
     return time.time() - signed_in_at > settings().portal_session_seconds
 
 
-def tenant_of_session(db_session: Session, session_id: uuid.UUID) -> Tenant | None:
-    """The tenant of a portal session that is neither ended nor made with a revoked key."""
-    return db_session.scalar(
-        select(Tenant)
+def tenant_of_session(db_session: Session, session_id: uuid.UUID) -> SignedIn | None:
+    """The tenant of a portal session that is neither ended nor made with (or from a link minted
+    with) a revoked key, and what the session may do."""
+    found = db_session.execute(
+        select(Tenant, PortalSession.read_only, PortalSession.from_link)
         .join(ApiKey, ApiKey.tenant_id == Tenant.id)
         .join(PortalSession, PortalSession.api_key_id == ApiKey.id)
         .where(
@@ -83,22 +102,42 @@ def tenant_of_session(db_session: Session, session_id: uuid.UUID) -> Tenant | No
             PortalSession.ended_at.is_(None),
             ApiKey.revoked_at.is_(None),
         )
-    )
+    ).one_or_none()
+    return None if found is None else SignedIn(*found)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    tenant: Tenant
+    read_only: bool  # from a read-only link: pages only
+    from_link: bool  # from a portal link, not a pasted key
+
+
+def signed_in() -> SignedIn | None:
+    """Who this session is signed in as, and how; or None."""
+    if "portal_signed_in" not in g:
+        session_id = _session_id()
+        found = None
+        if session_id is not None and not _expired(session.get(_SIGNED_IN_AT)):
+            found = tenant_of_session(db(), session_id)
+        if found is None and session.get(_SESSION_KEY) is not None:
+            session.clear()  # expired, signed out, or the key was revoked (or its tenant deleted)
+        g.portal_signed_in = found
+        if found is not None:
+            add_log_context(tenant_id=found.tenant.id)
+    return g.portal_signed_in
 
 
 def signed_in_tenant() -> Tenant | None:
     """The tenant this session is signed in as, or None."""
-    if "portal_tenant" not in g:
-        session_id = _session_id()
-        tenant = None
-        if session_id is not None and not _expired(session.get(_SIGNED_IN_AT)):
-            tenant = tenant_of_session(db(), session_id)
-        if tenant is None and session.get(_SESSION_KEY) is not None:
-            session.clear()  # expired, signed out, or the key was revoked (or its tenant deleted)
-        g.portal_tenant = tenant
-        if tenant is not None:
-            add_log_context(tenant_id=tenant.id)
-    return g.portal_tenant
+    found = signed_in()
+    return None if found is None else found.tenant
+
+
+def is_read_only() -> bool:
+    """The session came from a read-only portal link."""
+    found = signed_in()
+    return found is not None and found.read_only
 
 
 def current_tenant() -> Tenant:

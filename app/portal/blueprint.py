@@ -10,22 +10,23 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    make_response,
     redirect,
     render_template,
     request,
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSession
+from flask.sessions import NullSession, SecureCookieSession
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
-from app.errors import ApiError, Unavailable
+from app.errors import ApiError, Forbidden, Unavailable
 from app.headers import masked_headers
-from app.portal.auth import signed_in_tenant
+from app.portal.auth import is_read_only, signed_in, signed_in_tenant
 from app.portal.csrf import FIELD as CSRF_FIELD
 from app.portal.csrf import check_csrf, csrf_token
-from app.portal.sessions import PortalSessionInterface
+from app.portal.sessions import PortalSessionInterface, is_portal_page
 
 bp = Blueprint(
     "portal",
@@ -36,7 +37,9 @@ bp = Blueprint(
 )
 
 # Reachable without signing in.
-PUBLIC_ENDPOINTS = frozenset({"portal.sign_in", "portal.static"})
+PUBLIC_ENDPOINTS = frozenset({"portal.sign_in", "portal.link", "portal.static"})
+# What a read-only session may still POST.
+READ_ONLY_MAY_POST = frozenset({"portal.sign_out"})
 
 
 @bp.before_request
@@ -45,7 +48,7 @@ def guard() -> Response | None:
     (except for the sign-in page and static files)."""
     if request.endpoint == "portal.static":
         return None
-    if not isinstance(session, SecureCookieSession):
+    if not isinstance(session, SecureCookieSession) or isinstance(session, NullSession):
         # The signing key could not be read when the session was opened; asking again here lets
         # a database error answer as a 503 like anywhere else.
         interface = current_app.session_interface
@@ -54,14 +57,35 @@ def guard() -> Response | None:
         raise Unavailable("Sessions are unavailable; try again shortly.")
     if request.method == "POST":
         check_csrf()
-    if request.endpoint in PUBLIC_ENDPOINTS or signed_in_tenant() is not None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if signed_in_tenant() is not None:
+        if (
+            request.method == "POST"
+            and is_read_only()
+            and request.endpoint not in READ_ONLY_MAY_POST
+        ):
+            raise Forbidden(
+                "You are signed in read-only: you can look at everything, change nothing."
+            )
         return None
     return redirect(url_for("portal.sign_in"), code=303)  # type: ignore[return-value]
 
 
 def error_page(code: int, message: str) -> tuple[str, int]:
-    """An error as an HTML page in the portal's frame."""
-    return render_template("portal/error.html", code=code, message=message), code
+    """An error as an HTML page in the portal's frame. A server-side error's page does not ask
+    who is signed in: that needs the database, which may be what failed."""
+    page = render_template("portal/error.html", code=code, message=message, bare=code >= 500)
+    return page, code
+
+
+def portal_error_page(code: int, message: str) -> Response | None:
+    """The app-wide errors (an id the router refused, a database outage) as portal pages, for
+    portal paths only; the API keeps its JSON."""
+    if not is_portal_page(request.path):
+        return None
+    page, _ = error_page(code, message)
+    return make_response(page)
 
 
 @bp.errorhandler(ApiError)
@@ -102,12 +126,13 @@ def csrf_field() -> Markup:
     return Markup(f'<input type="hidden" name="{CSRF_FIELD}" value="{escape(csrf_token())}">')
 
 
-@bp.context_processor
+@bp.app_context_processor
 def portal_globals() -> dict[str, Any]:
     """What every portal template may use."""
     return {
         "csrf_field": csrf_field,
         "signed_in_tenant": signed_in_tenant,
+        "signed_in": signed_in,
         "masked_headers": masked_headers,
     }
 

@@ -1,4 +1,5 @@
-"""Deliveries: a page of them, one with every attempt's request and response, and Retry."""
+"""Deliveries: search the log (and replay what a search matches), one delivery with every
+attempt's request and response, and Retry."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from app.clock import utcnow
 from app.errors import ApiError, Conflict
 from app.models import DeliveryStatus
 from app.paging import BadCursor
+from app.portal import forms
 from app.portal.auth import current_tenant
 from app.portal.blueprint import bp
+from app.schemas import DeliveryReplayRequestSchema
 from app.services import callbacks as callbacks_service
 from app.services import deliveries as service
+from app.services import replays
 from app.web import db, settings
 
 PAGE_SIZE = 50
@@ -22,50 +26,77 @@ PAGE_SIZE = 50
 REFRESH_SECONDS = 2
 
 
-def _status_filter(raw: str) -> DeliveryStatus | None:
-    if not raw:
-        return None
-    try:
-        return DeliveryStatus(raw)
-    except ValueError:
-        choices = ", ".join(status.value for status in DeliveryStatus)
-        raise ApiError(f"Unknown status {raw!r}; choose from {choices}.") from None
-
-
-def _callback_filter(raw: str) -> uuid.UUID | None:
-    if not raw:
-        return None
-    try:
-        return callbacks_service.get_callback(db(), current_tenant(), uuid.UUID(raw)).id
-    except ValueError:
-        raise ApiError("That is not a callback id.") from None
-
-
 @bp.route("/deliveries")
 def deliveries() -> Any:
-    """Newest first; ``?status=`` and ``?callback=`` filter, ``?cursor=`` pages on."""
-    status = _status_filter(request.args.get("status", ""))
-    callback_id = _callback_filter(request.args.get("callback", ""))
+    """Search the log, newest first, with the API's filters; ``?cursor=`` pages on. When some
+    filter is set, the page offers to replay what it matches."""
+    raw = forms.delivery_filters_of(request.args)
+    try:
+        filters = forms.load_delivery_filters(request.args)
+    except forms.FormInvalid as exc:
+        return _search_page(raw, errors=exc.errors), 422
+    if filters.get("callback_id"):  # another tenant's callback is a 404, as its own page is
+        callbacks_service.get_callback(db(), current_tenant(), filters["callback_id"])
+    search = service.search_of(filters)
     cursor = request.args.get("cursor") or None
     try:
         page, next_cursor = service.list_deliveries(
-            db(),
-            current_tenant(),
-            service.DeliverySearch(status=status, callback_id=callback_id),
-            limit=PAGE_SIZE,
-            cursor=cursor,
+            db(), current_tenant(), search, limit=PAGE_SIZE, cursor=cursor
         )
     except BadCursor as exc:
         raise ApiError(f"This list cannot be shown: {exc}.") from None
-    return render_template(
-        "portal/deliveries.html",
+    replayable = replays.count_replayable(db(), current_tenant(), search) if raw else None
+    return _search_page(
+        raw,
         deliveries=page,
         next_cursor=next_cursor,
-        status=status.value if status else None,
-        callback_id=callback_id,
         paged=bool(cursor),
-        statuses=[status.value for status in DeliveryStatus],
+        replayable=replayable,
+        replay_key=str(uuid.uuid4()),
     )
+
+
+def _search_page(raw: dict[str, str], **context: Any) -> str:
+    context.setdefault("errors", {})
+    context.setdefault("deliveries", [])
+    context.setdefault("replayable", None)
+    return render_template(
+        "portal/deliveries.html",
+        filters=raw,
+        statuses=[status.value for status in DeliveryStatus],
+        response_classes=list(service.RESPONSE_CLASSES),
+        **context,
+    )
+
+
+@bp.route("/deliveries/replay", methods=["POST"])
+def replay_deliveries() -> Any:
+    """Replay what the search matches (after the page's confirmation), as the API's POST
+    /v1/deliveries/replay does; the form's key makes a double submit one replay."""
+    raw = forms.delivery_filters_of(request.form)
+    try:
+        filters = forms.load_delivery_filters(request.form, DeliveryReplayRequestSchema)
+        started = replays.request_replay(
+            db(),
+            current_tenant(),
+            service.search_of(filters),
+            utcnow(),
+            settings(),
+            idempotency_key=request.form.get("replay_key") or None,
+        )
+    except forms.FormInvalid as exc:
+        return _search_page(raw, errors=exc.errors), 422
+    except ApiError as exc:
+        db().rollback()
+        return _search_page(raw, errors=forms.errors_of(exc)), exc.code
+    db().commit()
+    flash(
+        f"Replaying {started.matched:,} deliveries in the background: each is sent again with "
+        "its own webhook-id.",
+        "ok",
+    )
+    target: dict[str, Any] = dict(raw)
+    return redirect(url_for("portal.deliveries", **target), code=303)
 
 
 @bp.route("/deliveries/<uuid:delivery_id>")

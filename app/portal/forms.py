@@ -23,6 +23,7 @@ from app.schemas import (
     CallbackCreateSchema,
     CallbackRecoverQuerySchema,
     CallbackUpdateSchema,
+    DeliveryFilterSchema,
     TenantUpdateSchema,
 )
 
@@ -210,5 +211,36 @@ def load_origin_lists(form: MultiDict[str, str]) -> dict[str, Any]:
     }
     try:
         return TenantUpdateSchema().load(body)
+    except ValidationError as exc:
+        raise FormInvalid(field_errors(exc.normalized_messages())) from None
+
+
+DELIVERY_FILTERS = (
+    "status",
+    "callback_id",
+    "event_type",
+    "webhook_id",
+    "job_id",
+    "since",
+    "until",
+    "response",
+)
+
+
+def delivery_filters_of(values: Mapping[str, str]) -> dict[str, str]:
+    """The search form's filled-in fields (``?callback=``, as older links say, is callback_id)."""
+    raw = {name: values.get(name, "").strip() for name in DELIVERY_FILTERS}
+    if not raw["callback_id"]:
+        raw["callback_id"] = values.get("callback", "").strip()
+    return {name: value for name, value in raw.items() if value}
+
+
+def load_delivery_filters(
+    values: Mapping[str, str], schema: type[DeliveryFilterSchema] = DeliveryFilterSchema
+) -> dict[str, Any]:
+    """The search form as the API reads its filters (``GET /v1/deliveries``, or with
+    ``DeliveryReplayRequestSchema`` a replay's); FormInvalid otherwise."""
+    try:
+        return schema().load(delivery_filters_of(values))
     except ValidationError as exc:
         raise FormInvalid(field_errors(exc.normalized_messages())) from None

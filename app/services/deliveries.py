@@ -4,8 +4,10 @@ the delivery pipeline's (``workers/delivery/``)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, select
 from sqlalchemy.orm import Session, selectinload
@@ -71,6 +73,22 @@ class DeliverySearch:
     since: datetime | None = None  # created at or after
     until: datetime | None = None  # created before
     response: str | None = None  # some attempt got an answer of this class (RESPONSE_CLASSES)
+
+
+def search_of(filters: Mapping[str, Any]) -> DeliverySearch:
+    """The search a loaded ``DeliveryFilterSchema`` asks for (the API's and the portal's)."""
+    webhook = filters.get("webhook_id")
+    status = filters.get("status")
+    return DeliverySearch(
+        callback_id=filters.get("callback_id"),
+        status=DeliveryStatus(status) if status else None,
+        event_type=filters.get("event_type"),
+        message_id=uuid.UUID(webhook.removeprefix("msg_")) if webhook else None,
+        job_id=filters.get("job_id"),
+        since=filters.get("since"),
+        until=filters.get("until"),
+        response=filters.get("response"),
+    )
 
 
 def search_statement(tenant_id: uuid.UUID, search: DeliverySearch) -> Select[Delivery]:

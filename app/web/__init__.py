@@ -83,14 +83,24 @@ class Unauthorized(ApiError):
     headers = MappingProxyType({"WWW-Authenticate": 'Bearer realm="boomerang"'})
 
 
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send your API key as 'Authorization: Bearer <api_key>'.")
+    return token.strip()
+
+
+def current_api_key_prefix() -> str:
+    """The public prefix of the API key this request was made with (after it authenticated)."""
+    current_tenant()
+    return _bearer_token().partition(".")[0]
+
+
 def current_tenant() -> Tenant:
     """The tenant whose API key authorised this request, or a 401."""
     if "tenant" not in g:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Send your API key as 'Authorization: Bearer <api_key>'.")
-        tenant = authenticate(db(), token.strip())
+        tenant = authenticate(db(), _bearer_token())
         if tenant is None:
             raise Unauthorized("The API key is not valid or was revoked.")
         g.tenant = tenant

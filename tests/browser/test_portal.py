@@ -261,3 +261,99 @@ def test_a_tenant_catalogues_a_type_and_subscribes_a_callback_to_it_in_the_brows
     (arrived,) = receiver.wait_for(1, "/billing", timeout=ARRIVAL_MS / 1000)
     assert arrived.headers["webhook-id"] == published.json()["webhook_id"]
     context.close()
+
+
+def link_path(link: dict) -> str:
+    """A portal link's path: the browser opens it on the web process directly."""
+    return link["url"][link["url"].index("/portal/link/") :]
+
+
+def test_a_customer_opens_a_portal_link_searches_and_replays_and_the_link_is_spent(
+    stack, browser, receiver, artifacts
+):
+    umbrella = stack.create_tenant("umbrella")
+    key = umbrella["api_key"]
+    made = api(
+        stack,
+        key,
+        "POST",
+        "/v1/callbacks",
+        json={"url": receiver.url("/umbrella"), "event_types": ["parcel.*"]},
+    )
+    assert made.status_code == 201, made.text
+    assert api(stack, key, "POST", "/v1/event-types", json={"name": "parcel.sent"}).ok
+    published = api(stack, key, "POST", "/v1/events", json={"type": "parcel.sent", "data": {}})
+    assert published.status_code == 202, published.text
+    receiver.wait_for(1, "/umbrella", timeout=ARRIVAL_MS / 1000)
+
+    # The tenant's backend mints a link; the customer opens it and never sees a key.
+    link = api(stack, key, "POST", "/v1/portal/links", json={"expires_in": 300}).json()
+    context = browser.new_context(viewport=DESKTOP, base_url=stack.base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.goto(link_path(link))
+    expect(page.get_by_role("heading", name="Sign in to umbrella")).to_be_visible()
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="At a glance")).to_be_visible()
+    expect(page.get_by_role("link", name="API keys")).to_have_count(0)
+
+    # Search by webhook-id, then replay what a type filter matches, after the confirmation.
+    page.get_by_role("link", name="Deliveries").click()
+    page.get_by_label("webhook-id").fill(published.json()["webhook_id"])
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("table.deliveries tbody tr")).to_have_count(1)
+    expect(page.locator("table.deliveries .badge")).to_have_text("succeeded", timeout=ARRIVAL_MS)
+    page.get_by_label("webhook-id").fill("")
+    page.get_by_label("Event type").fill("parcel.*")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#replayable")).to_contain_text("1 finished")
+    page.screenshot(path=artifacts / "portal-delivery-search-desktop.png", full_page=True)
+    confirmations: list[str] = []
+    page.once("dialog", lambda dialog: (confirmations.append(dialog.message), dialog.accept()))
+    page.get_by_role("button", name="Replay 1").click()
+    expect(page.get_by_role("status").first).to_contain_text("Replaying 1 deliveries")
+    assert "Send again the 1 finished deliveries" in confirmations[0]
+    again = receiver.wait_for(2, "/umbrella", timeout=ARRIVAL_MS / 1000)[1]
+    assert again.headers["webhook-id"] == published.json()["webhook_id"]
+
+    # The link is spent: opened again, in another browser, it says so.
+    other = browser.new_context(base_url=stack.base_url)
+    reopened = other.new_page()
+    response = reopened.goto(link_path(link))
+    assert response is not None and response.status == 410
+    expect(reopened.get_by_role("alert")).to_contain_text("already used")
+    other.close()
+    context.close()
+
+
+def test_a_key_holder_creates_and_revokes_a_key_and_a_read_only_link_changes_nothing(
+    stack, browser, receiver
+):
+    wayne = stack.create_tenant("wayne")
+    context = browser.new_context(viewport=DESKTOP, base_url=stack.base_url)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    sign_in(page, wayne["api_key"])
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_role("button", name="Create a key").click()
+    new_key = page.locator("code.new-key").inner_text().strip()
+    assert api(stack, new_key, "GET", "/v1/keys").status_code == 200
+    page.goto("/portal/keys")
+    row = page.locator("tr", has_text=new_key.partition(".")[0])
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("status").first).to_contain_text("is revoked")
+    assert api(stack, new_key, "GET", "/v1/keys").status_code == 401
+
+    made = api(stack, wayne["api_key"], "POST", "/v1/callbacks", json={"url": receiver.url("/w")})
+    link = api(stack, wayne["api_key"], "POST", "/v1/portal/links", json={"read_only": True}).json()
+    viewer = browser.new_context(viewport=DESKTOP, base_url=stack.base_url)
+    viewer.set_default_timeout(10_000)
+    look = viewer.new_page()
+    look.goto(link_path(link))
+    look.get_by_role("button", name="Continue").click()
+    look.goto(f"/portal/callbacks/{made.json()['id']}")
+    expect(look.get_by_text("Signed in read-only")).to_be_visible()
+    expect(look.get_by_role("button", name="Disable")).to_be_hidden()
+    viewer.close()
+    context.close()

@@ -118,11 +118,14 @@ def test_the_list_pages_on(signed_in, db_session, tenant):
     assert sorted(links.findall(first) + links.findall(second)) == sorted(str(d.id) for d in made)
 
 
-def test_a_bad_status_filter_is_a_400_page(signed_in):
-    response = signed_in.client.get("/portal/deliveries?status=lost")
+def test_a_bad_filter_is_a_422_page_naming_it(signed_in):
+    response = signed_in.client.get("/portal/deliveries?status=lost&webhook_id=nope")
 
-    assert response.status_code == 400
-    assert "Unknown status" in response.get_data(as_text=True)
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert 'id="status_error"' in page
+    assert 'id="webhook_id_error"' in page
+    assert 'value="nope"' in page  # what was typed stays, to be corrected
 
 
 def test_a_delivery_waiting_behind_its_key_says_so(signed_in, db_session, tenant):

@@ -4,9 +4,13 @@ viewport."""
 from __future__ import annotations
 
 import re
+import socket
+import time
+import uuid
 
 import pytest
 
+from app import create_app
 from tests.factories import make_callback
 
 PAGES = [
@@ -117,3 +121,36 @@ def test_the_settings_page_keeps_the_stream_origins_apart_from_the_redirect_ones
     assert stored.cors_origins == ["https://app.example"]
     page = signed_in.text("/portal/settings")
     assert "Stream origins" in page and "https://app.example" in page
+
+
+def test_a_malformed_id_in_a_portal_url_is_an_html_page_not_the_apis_json(signed_in):
+    response = signed_in.client.get("/portal/callbacks/not-a-uuid")
+
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert "Not found" in response.get_data(as_text=True)
+    assert signed_in.client.get("/v1/callbacks/not-a-uuid").mimetype == "application/json"
+
+
+@pytest.mark.parametrize("secret_key", ["", "a-configured-session-key-of-32-characters-or-more"])
+def test_a_database_outage_is_an_html_page_in_the_portal(settings, secret_key):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    broken = settings.replace(
+        database_url=f"postgresql://postgres@127.0.0.1:{closed}/boomerang", secret_key=secret_key
+    )
+    client = create_app(broken).test_client()
+    if secret_key:  # a signed-in browser: the session's row is what cannot be read
+        with client.session_transaction("/portal/") as session:
+            session["portal_session"] = str(uuid.uuid4())
+            session["signed_in_at"] = int(time.time())
+
+    # Signed in, a page; signed out, the sign-in page (which needs the session key first).
+    response = client.get("/portal/callbacks" if secret_key else "/portal/sign-in")
+
+    assert response.status_code == 503
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "database is unavailable" in page or "unavailable" in page
+    assert "Traceback" not in page
