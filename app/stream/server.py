@@ -269,6 +269,13 @@ class StreamServer:
                     for event in final:
                         await sse.send_event(event)
                     return response
+            elif state.ended:
+                # Resumed after the job ended: nothing can follow what is already written, so the
+                # stream ends once that is sent, even when the client had the terminal event.
+                for event in await self._read(self.reads.job_events, job_id, last_id):
+                    if not await sse.send_event(event):
+                        break
+                return response
             loop = asyncio.get_running_loop()
             # Streams opened together must not all send their heartbeats together: ten thousand
             # writes in one burst hold up the events due in that moment.

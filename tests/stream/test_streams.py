@@ -76,6 +76,23 @@ def test_last_event_id_resumes_after_that_event_without_loss(stack, acme):
     assert first[-1].id == everything[-1].id  # the live stream ended on the same event
 
 
+def test_a_stream_resumed_after_the_terminal_event_closes_at_once(stack, acme):
+    job = acme.submit("echo", n=3)
+    acme.wait_for_status(job["id"], "succeeded")
+    _, everything = read_events(on_stream_port(stack, job["stream_url"]), timeout=10)
+
+    started = time.monotonic()
+    response, resumed = read_events(
+        on_stream_port(stack, job["stream_url"]),
+        headers={"Last-Event-ID": everything[-1].id},
+        timeout=10,
+    )
+
+    assert response.status_code == 200
+    assert resumed == []
+    assert time.monotonic() - started < 5  # closed, not held open on heartbeats
+
+
 def test_a_stream_of_a_finished_job_sends_its_state_and_result_then_closes(stack, acme):
     job = acme.submit("echo", n=1)
     acme.wait_for_status(job["id"], "succeeded")
