@@ -217,6 +217,9 @@ def delete_callback(session: Session, tenant: Tenant, callback_id: uuid.UUID) ->
     """Delete the callback and cancel what was still waiting to reach it; the log stays. The
     deleted row is returned, for saying which it was."""
     callback = get_callback(session, tenant, callback_id)
+    # The callback first, then its deliveries: the order a worker recording attempts to it takes
+    # them in (workers/delivery/store.py), so the two queue rather than deadlock.
+    session.refresh(callback, with_for_update=True)
     session.execute(
         update(Delivery)
         .where(Delivery.callback_id == callback.id, Delivery.status == DeliveryStatus.PENDING)

@@ -396,8 +396,21 @@ class AttemptRecord:
 
 # Move each delivery on, but only where this worker still holds the lease: one that overran its
 # lease must not undo a newer attempt's result. Rows come in as one JSON array (one round trip).
+#
+# The batch's callbacks are locked first, in id order, before any delivery row (the one-time
+# filter runs before the scan): deleting a callback locks the callback before its deliveries,
+# so the two queue on the callback instead of each taking some of the same delivery rows and
+# waiting for the rest (a multi-row UPDATE takes its rows in no set order). The health update
+# later in this transaction takes the same locks again, at no cost.
 _SETTLE = text(
     """
+    WITH held AS (
+        SELECT id FROM callback
+        WHERE id IN (SELECT (item->>'callback_id')::uuid
+                     FROM jsonb_array_elements(CAST(:outcomes AS jsonb)) AS item)
+        ORDER BY id
+        FOR NO KEY UPDATE
+    )
     UPDATE delivery
     SET attempt_count = delivery.attempt_count + 1,
         last_attempt_at = outcome.attempted_at,
@@ -410,7 +423,8 @@ _SETTLE = text(
         id uuid, lease_id uuid, attempted_at timestamptz, status text,
         succeeded_at timestamptz, next_attempt_at timestamptz
     )
-    WHERE delivery.id = outcome.id AND delivery.lease_id = outcome.lease_id
+    WHERE (SELECT count(*) FROM held) >= 0
+      AND delivery.id = outcome.id AND delivery.lease_id = outcome.lease_id
       -- cancelled (its callback deleted) while the attempt was under way: it stays cancelled
       AND delivery.status = 'pending'
     RETURNING delivery.id
@@ -439,6 +453,7 @@ def record_attempts(
     payload = [
         {
             "id": str(claimed.id),
+            "callback_id": str(claimed.callback_id) if claimed.callback_id else None,
             "lease_id": str(claimed.lease_id),
             "attempted_at": record.attempted_at.isoformat(),
             "status": _status_after(record).value,

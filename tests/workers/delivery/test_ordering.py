@@ -375,3 +375,54 @@ def test_a_key_taken_up_front_is_not_asked_for_again_and_a_new_transaction_asks(
             session.rollback()
     finally:
         event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_recording_takes_the_callback_before_its_deliveries_as_deleting_it_does(
+    engine, settings, committed_tenant
+):
+    """Deleting a callback locks it, then cancels its pending deliveries; a worker recording
+    attempts to it locks it before any of their rows too. So while a delete holds the callback,
+    the recording waits without holding a delivery, and neither can end up waiting on the other."""
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        callback = make_callback(
+            session, session.get_one(Tenant, committed_tenant), "http://127.0.0.1:1/locks"
+        )
+        made = [send(session, [callback], None, n, now)[0].id for n in range(3)]
+        session.commit()
+        callback_id = callback.id
+    with Session(engine) as session:
+        claimed = claim_deliveries(session, now, settings, limit=10, only=made)
+        session.commit()
+    assert len(claimed) == 3
+
+    deleting = Session(engine)
+    deleting.execute(select(Callback).where(Callback.id == callback_id).with_for_update())
+    recorded: list[object] = []
+
+    def record() -> None:
+        with Session(engine) as session:
+            recorded.append(
+                record_attempts(session, [(c, answered(now, True)) for c in claimed], settings)
+            )
+            session.commit()
+
+    recorder = threading.Thread(target=record)
+    recorder.start()
+    recorder.join(0.5)
+    assert recorder.is_alive()  # waiting for the callback
+    with Session(engine) as session:  # ... and holding none of the deliveries meanwhile
+        free = session.scalars(
+            select(Delivery.id).where(Delivery.id.in_(made)).with_for_update(nowait=True)
+        ).all()
+        assert sorted(free) == sorted(made)
+    deleting.execute(
+        update(Delivery)
+        .where(Delivery.callback_id == callback_id, Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.CANCELLED)
+    )
+    deleting.commit()
+    deleting.close()
+    recorder.join(10)
+    assert not recorder.is_alive()
+    assert recorded == [set()]  # cancelled meanwhile: none of them was moved on
