@@ -8,7 +8,7 @@ import json
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 
 from app import metrics
 from app.db import after_commit
-from app.errors import Conflict, InvalidField, NotFound
+from app.errors import InvalidField, NotFound
 from app.jobtypes import get_job_type, job_type_names
 from app.models import Job, JobStatus, Tenant
 from app.paging import newest_first_page
 from app.queues import wake_jobs
 from app.services.callbacks import checked_url
+from app.services.idempotency import check_same_request, find_by_idempotency_key
 from app.services.tenant_settings import check_redirect_url
 from config.settings import Settings
 
@@ -64,7 +65,7 @@ def submit_job(
         check_redirect_url(tenant, body["redirect_url"])
     request_fingerprint = fingerprint(body)
     if idempotency_key is not None:
-        existing = _find_by_idempotency_key(session, tenant, idempotency_key, now, settings)
+        existing = find_by_idempotency_key(session, Job, tenant, idempotency_key, now, settings)
         if existing is not None:
             return _replay(existing, request_fingerprint)
 
@@ -95,7 +96,7 @@ def submit_job(
     while session.connection().execute(_INSERT_JOB, values).scalar() is None:
         # A concurrent request with the same key committed first: answer with its job, unless
         # its key has expired meanwhile (then it is freed and this insert goes ahead).
-        existing = _find_by_idempotency_key(session, tenant, idempotency_key, now, settings)
+        existing = find_by_idempotency_key(session, Job, tenant, idempotency_key, now, settings)
         if existing is not None:
             return _replay(existing, request_fingerprint)
     wake_jobs(session)
@@ -103,22 +104,8 @@ def submit_job(
     return Submission(job=job, created=True)
 
 
-def _find_by_idempotency_key(
-    session: Session, tenant: Tenant, key: str | None, now: datetime, settings: Settings
-) -> Job | None:
-    job = session.scalar(select(Job).where(Job.tenant_id == tenant.id, Job.idempotency_key == key))
-    if job is not None and job.created_at < now - timedelta(
-        seconds=settings.idempotency_ttl_seconds
-    ):
-        job.idempotency_key = None  # expired: free the key for this new request
-        session.flush()
-        return None
-    return job
-
-
 def _replay(job: Job, request_fingerprint: str) -> Submission:
-    if job.request_fingerprint != request_fingerprint:
-        raise Conflict("This Idempotency-Key was used with a different request body.")
+    check_same_request(job, request_fingerprint)
     return Submission(job=job, created=False)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import enqueue_after_commit
-from app.errors import Conflict, InvalidField, NotFound
+from app.errors import InvalidField, NotFound
 from app.models import (
     Callback,
     Delivery,
@@ -32,6 +32,7 @@ from app.models import (
 )
 from app.queues import MAINTENANCE_QUEUE, REPLAY_TASK, wake_deliveries
 from app.services.deliveries import DeliverySearch, search_statement
+from app.services.idempotency import check_same_request, find_by_idempotency_key
 from app.services.jobs import fingerprint
 from config.settings import Settings
 
@@ -119,7 +120,9 @@ def request_replay(
     stored_search = search_to_json(search)
     request_fingerprint = fingerprint({"search": stored_search})
     if idempotency_key is not None and not dry_run:
-        existing = _find_by_idempotency_key(session, tenant, idempotency_key, now, settings)
+        existing = find_by_idempotency_key(
+            session, DeliveryReplay, tenant, idempotency_key, now, settings
+        )
         if existing is not None:
             return _repeat(existing, request_fingerprint)
     matched = count_replayable(session, tenant, search)
@@ -150,7 +153,9 @@ def request_replay(
             session.flush()
     except IntegrityError:
         # A concurrent request with the same key committed first: answer with its replay.
-        existing = _find_by_idempotency_key(session, tenant, idempotency_key, now, settings)
+        existing = find_by_idempotency_key(
+            session, DeliveryReplay, tenant, idempotency_key, now, settings
+        )
         if existing is None:
             raise
         return _repeat(existing, request_fingerprint)
@@ -158,26 +163,8 @@ def request_replay(
     return ReplayRequest(replay=replay, matched=matched, created=True)
 
 
-def _find_by_idempotency_key(
-    session: Session, tenant: Tenant, key: str | None, now: datetime, settings: Settings
-) -> DeliveryReplay | None:
-    replay = session.scalar(
-        select(DeliveryReplay).where(
-            DeliveryReplay.tenant_id == tenant.id, DeliveryReplay.idempotency_key == key
-        )
-    )
-    if replay is not None and replay.created_at < now - timedelta(
-        seconds=settings.idempotency_ttl_seconds
-    ):
-        replay.idempotency_key = None  # expired: free the key for this new request
-        session.flush()
-        return None
-    return replay
-
-
 def _repeat(replay: DeliveryReplay, request_fingerprint: str) -> ReplayRequest:
-    if replay.request_fingerprint != request_fingerprint:
-        raise Conflict("This Idempotency-Key was used with a different request body.")
+    check_same_request(replay, request_fingerprint)
     return ReplayRequest(replay=replay, matched=replay.matched, created=False)
 
 
