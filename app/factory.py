@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import portal, web
+from app import portal, tracing, web
 from app.announce import Announcer, install_announcer
 from app.api import (
     Api,
@@ -40,8 +40,11 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
     settings = settings or Settings.from_env()
     # The API validates job types against the registry; the web never runs them.
     load_job_modules(settings.job_modules)
+    tracing.configure(settings)
 
     app = Flask(__name__)
+    # First, so that its hook opens the request's span before any other can answer instead.
+    tracing.instrument_flask(app)
     # One per process: after any Redis call fails, every client here leaves Redis alone a while.
     redis_cooldown = Cooldown()
     app.config.update(

@@ -22,6 +22,9 @@ FORBIDDEN_HEADERS = frozenset(
         "content-type",
         "content-encoding",
         "expect",
+        # W3C trace context: ours on every attempt while tracing is on (app/tracing.py).
+        "traceparent",
+        "tracestate",
     }
 )
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

@@ -242,6 +242,9 @@ class Job(Base):
     redirect_token: Mapped[str | None] = mapped_column(String(64), unique=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The W3C trace context of the request that submitted it (app/tracing.py), so its run joins
+    # that trace in whichever worker takes it; NULL while tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -286,6 +289,9 @@ class Message(Base):
     # Events sharing a key reach each callback one at a time, in commit order. A job's events
     # are keyed by the job's id.
     ordering_key: Mapped[str | None] = mapped_column(String(255))
+    # The W3C trace context it was raised in (a job's run, a request), the parent of each of
+    # its delivery attempts' spans; NULL while tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_message_tenant_feed", "tenant_id", "txid", "seq"),

@@ -593,6 +593,15 @@ class Settings:
         "When set, `/metrics` and `boomerang metrics` answer only `Authorization: Bearer <token>`.",
         secret=True,
     )
+    tracing: bool = setting(
+        "BOOMERANG_TRACING",
+        "false",
+        _parse_bool,
+        "boolean",
+        "Send OpenTelemetry traces: one trace from `POST /v1/jobs` through the job's run to every "
+        "delivery attempt, and a W3C `traceparent` header on each callback. Where they go is the "
+        "standard `OTEL_*` variables' to say (see Tracing).",
+    )
     secret_key: str = setting(
         "BOOMERANG_SECRET_KEY",
         "",

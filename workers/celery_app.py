@@ -3,6 +3,7 @@ resources the tasks share (engine, outbound client, drain, wake)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from celery import Celery
@@ -10,6 +11,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import tracing
 from app.announce import Announcer, install_announcer
 from app.clock import follow_database
 from app.db import make_engine, make_session_factory
@@ -121,6 +123,7 @@ def configure_worker(app: Celery, settings: Settings) -> None:
 def create_celery(settings: Settings | None = None) -> Celery:
     """A configured Celery app with its worker context attached as ``app.boomerang``."""
     settings = settings or Settings.from_env()
+    tracing.exporter_names(settings, os.environ)  # a bad OTEL_* setting stops the boot here
     app = make_celery(settings)
     configure_worker(app, settings)
     load_job_modules(settings.job_modules)
@@ -159,5 +162,18 @@ def create_celery(settings: Settings | None = None) -> Celery:
         context = app.boomerang  # type: ignore[attr-defined]
         if context._dispatcher is not None:
             context._dispatcher.finish_tail(settings.total_timeout_seconds + 5)
+
+    @worker_process_init.connect(weak=False)
+    def _trace_this_process(**_kwargs: object) -> None:
+        # In each pool process, not in the parent: only they run tasks, and beat (built here
+        # too) would otherwise make a trace of every sweep it sends.
+        if tracing.configure(settings):
+            tracing.instrument_celery()
+
+    @worker_process_shutdown.connect(weak=False)
+    def _send_the_last_spans(**_kwargs: object) -> None:
+        # After the attempts in flight were recorded (connected after that), and before the
+        # pool process exits without running atexit hooks.
+        tracing.flush()
 
     return app

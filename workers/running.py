@@ -13,19 +13,20 @@ finish of one and the claim of the next.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import events, metrics
+from app import events, metrics, tracing
 from app.clock import utcnow
 from app.db import after_commit, commit_with_retry
 from app.jobtypes import JobContext, get_job_type
@@ -35,6 +36,9 @@ from app.queues import LINGER_POLL_SECONDS, LINGER_SECONDS, Waker, wake_jobs
 from app.schemas import JobSchema
 from app.services import outbox
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class ClaimedJob:
     input: dict[str, Any]
     lease_id: uuid.UUID
     attempt: int
+    # The submitting request's trace context (app/tracing.py); None while tracing is off.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class Outcome:
 
     result: Any = None
     error: str | None = None
+    # The run's span, when traced: the events its end raises are its children.
+    span: Span | None = field(default=None, compare=False, repr=False)
 
     @property
     def succeeded(self) -> bool:
@@ -91,7 +99,7 @@ _CLAIM_NEXT = text(
         locked_until = :locked_until, started_at = :now
     FROM next
     WHERE job.id = next.id
-    RETURNING job.id, job.type, job.input, job.attempts,
+    RETURNING job.id, job.type, job.input, job.attempts, job.traceparent,
               EXISTS (SELECT 1 FROM job queued
                       WHERE queued.status = 'queued' AND queued.id <> job.id) AS more
     """
@@ -116,7 +124,7 @@ def claim_next_job(
     ).one_or_none()
     if row is None:
         return None, False
-    claimed = ClaimedJob(row.id, row.type, row.input, lease_id, row.attempts)
+    claimed = ClaimedJob(row.id, row.type, row.input, lease_id, row.attempts, row.traceparent)
     return claimed, row.more
 
 
@@ -145,7 +153,9 @@ def requeue_stranded_jobs(session: Session, now: datetime, settings: Settings) -
             for name, value in _ended(Outcome(error=error), now).items():
                 setattr(job, name, value)
             session.flush()
-            _raise_end(session, job, now)
+            # No run of it ended to be the parent: the request that submitted it is.
+            with tracing.within(job.traceparent):
+                _raise_end(session, job, now)
         else:
             job.status = JobStatus.QUEUED
             job.lease_id = None
@@ -183,7 +193,38 @@ def run_claimed(
         session.commit()
 
     with bind_log_context(job_id=claimed.id):
-        return _call_job_function(claimed, report)
+        if not tracing.enabled():
+            return _call_job_function(claimed, report)
+        return _traced_run(claimed, report)
+
+
+def _traced_run(claimed: ClaimedJob, report: Callable[[dict[str, Any]], None]) -> Outcome | None:
+    """The run as a span, child of the request that submitted the job (it may have been
+    submitted long ago, elsewhere) and linked to the drain running it; progress raised meanwhile
+    is its child."""
+    with tracing.span(
+        f"job {claimed.type}",
+        parent=claimed.traceparent,
+        kind="consumer",
+        attributes={
+            "boomerang.job.id": str(claimed.id),
+            "boomerang.job.type": claimed.type,
+            "boomerang.job.attempt": claimed.attempt,
+        },
+        link_current=True,
+    ) as span:
+        outcome = _call_job_function(claimed, report)
+        if span is None:
+            return outcome
+        if outcome is None:
+            span.set_attribute("boomerang.job.outcome", "lease_lost")
+            return None
+        span.set_attribute("boomerang.job.outcome", "succeeded" if outcome.succeeded else "failed")
+        if outcome.error is not None:
+            # The exception's type, as ``_call_job_function`` writes it first; not its message,
+            # which is the tenant's own data.
+            tracing.failed(span, outcome.error.partition(":")[0])
+        return dataclasses.replace(outcome, span=span)
 
 
 def _call_job_function(
@@ -231,9 +272,14 @@ _PROGRESS = text(
 )
 
 
+# What ``_as_job`` keeps of a returned row: a column a newer migration added must not stop a
+# worker still running the code from before it from recording a job's end (a rolling deploy).
+_JOB_COLUMNS = frozenset(Job.__table__.columns.keys())
+
+
 def _as_job(row: Any) -> Job:
     """A returned row as a Job that is never added to a session (events are rendered from it)."""
-    values = dict(row._mapping)
+    values = {key: value for key, value in row._mapping.items() if key in _JOB_COLUMNS}
     values["status"] = JobStatus(values["status"])
     return Job(**values)
 
@@ -295,7 +341,9 @@ def finish_job(session: Session, claimed: ClaimedJob, now: datetime, outcome: Ou
     )
     if row is None:
         return False  # the lease expired and another worker owns the job now
-    _raise_end(session, _as_job(row), now)
+    # Recorded after the run's span ended (with the next claim), but what it raises is the run's.
+    with tracing.within(outcome.span):
+        _raise_end(session, _as_job(row), now)
     return True
 
 

@@ -25,6 +25,7 @@ from app.queues import wake_jobs
 from app.services.callbacks import checked_url
 from app.services.idempotency import check_same_request, find_by_idempotency_key
 from app.services.tenant_settings import check_redirect_url
+from app.tracing import current_traceparent
 from config.settings import Settings
 
 # Values are passed when it runs, so the compiled statement is cached, not rebuilt per request.
@@ -80,6 +81,8 @@ def submit_job(
         redirect_token=secrets.token_urlsafe(32) if body.get("redirect_url") else None,
         idempotency_key=idempotency_key,
         request_fingerprint=request_fingerprint,
+        # The worker that runs it may be anywhere: the request's trace goes with the row.
+        traceparent=current_traceparent(),
         attempts=0,
         max_attempts=settings.job_max_attempts,
         enqueued_at=now,

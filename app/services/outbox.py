@@ -25,6 +25,7 @@ from app.filters import Verdicts, event_context, skipped_by
 from app.models import Callback
 from app.queues import wake_deliveries
 from app.services.ordering import LATEST_PENDING, lock_keys
+from app.tracing import current_traceparent
 
 _PUBLISH = text(
     """
@@ -55,9 +56,9 @@ _PUBLISH = text(
         SELECT DISTINCT ON (url) * FROM candidate ORDER BY url, kind, created_at, n
     ), message AS (
         INSERT INTO message (id, tenant_id, job_id, event_type, body, event_id, request_digest,
-                             channels, ordering_key)
+                             channels, ordering_key, traceparent)
         SELECT :message_id, :tenant_id, :job_id, :event_type, :body, :event_id, :request_digest,
-               CAST(:channels AS text[]), :ordering_key
+               CAST(:channels AS text[]), :ordering_key, :traceparent
         WHERE :always OR EXISTS (SELECT 1 FROM target)
         -- A published event's id seen before: nothing is stored (the caller looks it up).
         ON CONFLICT (tenant_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
@@ -168,6 +169,9 @@ def publish(
             "job_id": job_id,
             "body": body,
             "ordering_key": ordering_key,
+            # Each attempt's span is a child of whatever raised the event (a job's run, a
+            # request), in whichever delivery worker sends it.
+            "traceparent": current_traceparent(),
             # A failed filter's cancelled delivery needs its message.
             "always": keep_without_deliveries or bool(verdicts.failed),
             "now": now,

@@ -42,6 +42,8 @@ def test_custom_headers_are_stored_and_sent_with_each_delivery(
         {"Proxy-Authorization": "x"},
         {"webhook-id": "msg_forged"},
         {"Webhook-Signature": "v1,forged"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"TraceState": "vendor=forged"},
         {"X-Split": "a\r\nX-Injected: 1"},
         {"X-Nul": "a\x00b"},
         {"Bad Name": "x"},

@@ -14,21 +14,26 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app import metrics
+from app import metrics, tracing
 from app.clock import utcnow
 from app.db import after_commit, commit_with_retry, is_connection_error
 from app.headers import SENSITIVE_HEADERS
 from app.logs import bind_log_context
 from app.signing import sign_webhook
 from config.settings import Settings
+from workers.delivery import spans
 from workers.delivery.http import ErrorKind, HttpResult, OutboundClient
 from workers.delivery.retry import next_attempt_at, parse_retry_after
 from workers.delivery.store import AttemptRecord, ClaimedDelivery, record_attempts
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +177,7 @@ class Sent:
     headers: dict[str, str]
     result: HttpResult
     attempted_at: datetime
+    span: Span | None = None  # while tracing is on
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,7 @@ class InFlight:
     headers: dict[str, str]
     attempted_at: datetime
     future: concurrent.futures.Future[HttpResult]
+    span: Span | None = None  # while tracing is on
 
     def outcome(self) -> Sent:
         """The finished attempt; whatever went wrong on our side becomes a failed attempt."""
@@ -204,7 +211,7 @@ class InFlight:
                 f"internal error: {type(exc).__name__}",
                 ErrorKind.CONNECTION,
             )
-        return Sent(self.claimed, self.headers, result, self.attempted_at)
+        return Sent(self.claimed, self.headers, result, self.attempted_at, self.span)
 
 
 def start(
@@ -213,11 +220,13 @@ def start(
     """Sign one claimed delivery and start its POST."""
     attempted_at = clock()
     headers = build_headers(claimed, attempted_at)
+    span = spans.begin(claimed, headers)
     return InFlight(
         claimed,
         headers,
         attempted_at,
         client.submit(claimed.url, claimed.body.encode(), headers),
+        span,
     )
 
 
@@ -234,6 +243,10 @@ def record(
         (s.claimed, classify(s.claimed, s.headers, s.result, s.attempted_at, settings))
         for s in sent
     ]
+    if tracing.enabled():
+        # Before storing: a span is ended (and sent) even if Postgres refuses the batch.
+        for one, (_, attempt) in zip(sent, outcomes, strict=True):
+            spans.end(one.span, one.result, attempt)
     oldest = min(s.attempted_at for s in sent)
     try:
         _store(session, settings, outcomes, oldest, clock)

@@ -72,6 +72,8 @@ class ClaimedDelivery:
     retry_schedule: tuple[int, ...] | None = None
     event_type: str = ""
     ordering_key: str | None = None
+    # The trace context the event was raised in (app/tracing.py); None while tracing is off.
+    traceparent: str | None = None
 
     @property
     def lane(self) -> str:
@@ -277,6 +279,7 @@ def _load_context(session: Session, rows: Sequence[Row[Any]]) -> _Context:
                 Message.event_type,
                 Message.body,
                 Message.created_at,
+                Message.traceparent,
             ).where(Message.id.in_({row.message_id for row in rows}))
         )
     }
@@ -353,6 +356,7 @@ def _prepare(
         ),
         event_type=message.event_type,
         ordering_key=row.ordering_key,
+        traceparent=message.traceparent,
     )
 
 
