@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,16 @@ from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from app.cli import main
-from app.models import ApiKey, Delivery, DeliveryAttempt, EventType, Message, Tenant
+from app.models import (
+    ApiKey,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryReplay,
+    EventType,
+    Message,
+    PortalLink,
+    Tenant,
+)
 from app.services.tenants import authenticate
 from tests.factories import make_callback, make_delivery, make_job, make_tenant
 from tests.support.processes import free_port
@@ -157,7 +166,8 @@ def test_key_revoke_of_an_unknown_key_fails(invoke):
 
 def populate(session: Session, tenant: Tenant) -> None:
     """One of everything a tenant can own: a key, a callback, a job, messages, deliveries (to a
-    callback and to an ad-hoc URL), an attempt and a type in its event catalogue."""
+    callback and to an ad-hoc URL), an attempt, a type in its event catalogue, a bulk replay and
+    a portal link."""
     session.add(EventType(tenant_id=tenant.id, name="invoice.paid"))
     callback = make_callback(session, tenant, "http://127.0.0.1:9/hook")
     job = make_job(session, tenant)
@@ -176,6 +186,25 @@ def populate(session: Session, tenant: Tenant) -> None:
     session.add(message)
     session.flush()
     session.add(Delivery(tenant_id=tenant.id, message_id=message.id, url="http://127.0.0.1:9/x"))
+    now = datetime.now(UTC)
+    session.add(
+        DeliveryReplay(
+            tenant_id=tenant.id,
+            request_fingerprint="0" * 64,
+            search={"status": "failed"},
+            matched=1,
+            created_at=now,
+        )
+    )
+    key_id = session.scalar(select(ApiKey.id).where(ApiKey.tenant_id == tenant.id))
+    session.add(
+        PortalLink(
+            tenant_id=tenant.id,
+            api_key_id=key_id,
+            token_hash=uuid.uuid4().hex * 2,
+            expires_at=now + timedelta(minutes=5),
+        )
+    )
     session.flush()
 
 
