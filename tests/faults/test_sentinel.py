@@ -100,9 +100,11 @@ def test_a_primary_failing_over_mid_burst_loses_no_callback(
     assert requests.get(stack.base_url + "/readyz", timeout=5).json()["checks"]["redis"] == "ok"
     assert new_primary == sentinel_group.redis_places[1].endpoint
     new = sentinel_group.client(new_primary)
+    # A worker whose pool is still busy draining does not ask for more (its consumer waits on
+    # the pool, not on Redis), so give the drains time to go idle.
     wait_for(
         lambda: any(client["cmd"] == "brpop" for client in new.client_list()),
-        timeout=10,
+        timeout=30,
         message="a worker waiting on the new primary's queues",
     )
     # The stream's subscription was cut with the old primary (a demoted one too: Sentinel closes
