@@ -17,12 +17,15 @@ from tests.support import BIN, REPO
 # range, where the next outgoing connection of any process may take it before our server binds
 # it, and a health check would then reach somebody else's server.
 LISTEN_PORTS = range(20000, 32000)
+# Its own generator: a test plugin that seeds ``random`` alike in every test process would have
+# processes starting servers at the same moment pick the same ports.
+_PORTS = random.SystemRandom()
 
 
 def free_port() -> int:
     """A loopback port nothing listens on right now, outside the ephemeral range."""
     for _ in range(200):
-        port = random.choice(LISTEN_PORTS)
+        port = _PORTS.choice(LISTEN_PORTS)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -30,6 +33,17 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port to listen on")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: each is free only until taken, so two picked apart could
+    be the same one (two servers of one group then race for it, and one cannot listen)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def start_process(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:

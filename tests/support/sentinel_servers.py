@@ -20,7 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.processes import free_port, start_process, stop_process
+from tests.support.processes import free_ports, start_process, stop_process
 
 MASTER_NAME = "boomerang"
 SENTINELS = 3
@@ -44,7 +44,7 @@ def group_ports() -> list[int]:
         if len(ports) != 2 + SENTINELS:
             raise RuntimeError(f"TEST_SENTINEL_PORTS needs {2 + SENTINELS} ports")
         return ports
-    return [free_port() for _ in range(2 + SENTINELS)]
+    return free_ports(2 + SENTINELS)
 
 
 def as_is(argv: list[str]) -> list[str]:
