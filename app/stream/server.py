@@ -23,6 +23,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from app import tracing
 from app.clock import utcnow
 from app.db import make_engine
 from app.db_deadline import WARY_SECONDS, install_deadlines
@@ -109,7 +110,9 @@ class StreamServer:
     # -- the application ---------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors])
+        # Traced, a request's span wraps the error answers too, so it carries the status sent.
+        middlewares = [self._traced, self._errors] if tracing.enabled() else [self._errors]
+        app = web.Application(middlewares=middlewares)
         app.router.add_get(f"{STREAM_PREFIX}/healthz", self.healthz)
         app.router.add_get(f"{STREAM_PREFIX}/v1/jobs/{{job_id}}", self.long_poll)
         app.router.add_get(f"{STREAM_PREFIX}/v1/jobs/{{job_id}}/events", self.job_events)
@@ -128,6 +131,29 @@ class StreamServer:
     async def _stop(self, _app: web.Application) -> None:
         await self.hub.stop()
         self.engine.dispose()
+
+    @web.middleware
+    async def _traced(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # A span per request, a caller's traceparent its parent: a long poll lasts until it is
+        # answered, an event stream until it ends.
+        matched = request.match_info.route.resource
+        route = matched.canonical if matched is not None else request.path
+        with tracing.span(
+            f"{request.method} {route}",
+            parent=request.headers.get("traceparent"),
+            kind="server",
+            attributes={
+                "http.request.method": request.method,
+                "http.route": route,
+                "url.path": request.path,
+            },
+        ) as span:
+            response = await handler(request)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
+            return response
 
     @web.middleware
     async def _errors(
@@ -401,6 +427,7 @@ def run(settings: Settings) -> None:
     """Serve until stopped (``boomerang stream``)."""
     log.info("stream: up to %d open files", raise_open_files_limit())
     collect_garbage_rarely()
+    tracing.configure(settings)
     server = StreamServer(settings)
     web.run_app(
         server.app(),

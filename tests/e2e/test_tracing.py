@@ -76,3 +76,31 @@ def test_one_trace_runs_from_the_api_through_both_workers_to_the_receiver(
             span.span_id == drain_span and span.name == "run/boomerang.run_jobs" for span in spans
         )
     )
+
+
+def test_the_stream_process_joins_a_callers_trace_for_a_long_poll_and_an_event_stream(
+    traced_stack, collector
+):
+    account = traced_stack.create_tenant("streamed")
+    auth = {"Authorization": f"Bearer {account['api_key']}"}
+    job = requests.post(
+        f"{traced_stack.base_url}/v1/jobs",
+        json={"type": "echo", "input": {}},
+        headers=auth,
+        timeout=10,
+    ).json()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    caller = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    stream = f"{traced_stack.stream_base_url}/stream/v1/jobs/{job['id']}"
+
+    polled = requests.get(f"{stream}?wait=5", headers={**auth, **caller}, timeout=10)
+    events = requests.get(f"{stream}/events", headers={**auth, **caller}, timeout=20)
+
+    assert polled.status_code == 200 and events.status_code == 200
+    wanted = {"GET /stream/v1/jobs/{job_id}", "GET /stream/v1/jobs/{job_id}/events"}
+    spans = collector.wait_for(lambda spans: wanted <= set(in_trace(spans, trace_id)))
+    traced = in_trace(spans, trace_id)
+    for name in wanted:
+        assert traced[name].kind == "server"
+        assert traced[name].parent_span_id == "00f067aa0ba902b7"
+        assert traced[name].attributes["http.response.status_code"] == 200
