@@ -404,8 +404,9 @@ class AttemptRecord:
 # The batch's callbacks are locked first, in id order, before any delivery row (the one-time
 # filter runs before the scan): deleting a callback locks the callback before its deliveries,
 # so the two queue on the callback instead of each taking some of the same delivery rows and
-# waiting for the rest (a multi-row UPDATE takes its rows in no set order). The health update
-# later in this transaction takes the same locks again, at no cost.
+# waiting for the rest (a multi-row UPDATE takes its rows in no set order). KEY SHARE, the
+# weakest lock: only a delete waits for it, so processes settling attempts to one callback do
+# not queue behind each other, nor behind a change to the callback's settings.
 _SETTLE = text(
     """
     WITH held AS (
@@ -413,7 +414,7 @@ _SETTLE = text(
         WHERE id IN (SELECT (item->>'callback_id')::uuid
                      FROM jsonb_array_elements(CAST(:outcomes AS jsonb)) AS item)
         ORDER BY id
-        FOR NO KEY UPDATE
+        FOR KEY SHARE
     )
     UPDATE delivery
     SET attempt_count = delivery.attempt_count + 1,
