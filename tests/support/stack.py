@@ -22,7 +22,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.support import BIN, REPO
-from tests.support.processes import free_port, start_process, stop_process
+from tests.support.processes import free_ports, start_process, stop_process
 from tests.support.redis_server import RedisServer
 from tests.support.settings import PG_ROOT, REDIS_ROOT, make_settings, recreate_database
 
@@ -46,15 +46,22 @@ class Stack:
 
     env: dict[str, str]
     log_dir: Path
-    web_port: int = field(default_factory=free_port)
-    stream_port: int = field(default_factory=free_port)
-    front_port: int = field(default_factory=free_port)
+    # Zero: picked in __post_init__, three different ones.
+    web_port: int = 0
+    stream_port: int = 0
+    front_port: int = 0
     delivery_processes: int = 2
     redis_server: RedisServer | None = None
     # Settings on top of ``env`` for one process by name, e.g. a worker whose clock runs fast.
     process_env: dict[str, dict[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _log_offsets: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        picked = iter(free_ports(3))
+        for name in ("web_port", "stream_port", "front_port"):
+            if not getattr(self, name):
+                setattr(self, name, next(picked))
 
     @property
     def base_url(self) -> str:
