@@ -450,8 +450,8 @@ class ReplayStatus(enum.StrEnum):
 
 class DeliveryReplay(Base):
     """A bulk re-send of the finished deliveries matching a search, worked through in batches in
-    the background (``workers/replay.py``). It walks the log newest first from where it was asked
-    for, so each delivery is re-sent once however long the walk takes."""
+    the background (the ``boomerang.replay`` task). It walks the log newest first from where it
+    was asked for, so each delivery is re-sent once however long the walk takes."""
 
     __tablename__ = "delivery_replay"
     __table_args__ = (

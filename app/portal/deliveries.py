@@ -32,7 +32,7 @@ def deliveries() -> Any:
     filter is set, the page offers to replay what it matches."""
     raw = forms.delivery_filters_of(request.args)
     try:
-        filters = forms.load_delivery_filters(request.args)
+        filters = forms.load_delivery_filters(raw)
     except forms.FormInvalid as exc:
         return _search_page(raw, errors=exc.errors), 422
     if filters.get("callback_id"):  # another tenant's callback is a 404, as its own page is
@@ -75,7 +75,7 @@ def replay_deliveries() -> Any:
     /v1/deliveries/replay does; the form's key makes a double submit one replay."""
     raw = forms.delivery_filters_of(request.form)
     try:
-        filters = forms.load_delivery_filters(request.form, DeliveryReplayRequestSchema)
+        filters = forms.load_delivery_filters(raw, DeliveryReplayRequestSchema)
         started = replays.request_replay(
             db(),
             current_tenant(),

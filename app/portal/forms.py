@@ -236,11 +236,12 @@ def delivery_filters_of(values: Mapping[str, str]) -> dict[str, str]:
 
 
 def load_delivery_filters(
-    values: Mapping[str, str], schema: type[DeliveryFilterSchema] = DeliveryFilterSchema
+    filled: Mapping[str, str], schema: type[DeliveryFilterSchema] = DeliveryFilterSchema
 ) -> dict[str, Any]:
-    """The search form as the API reads its filters (``GET /v1/deliveries``, or with
-    ``DeliveryReplayRequestSchema`` a replay's); FormInvalid otherwise."""
+    """The search form's filled-in fields (``delivery_filters_of``) as the API reads its filters
+    (``GET /v1/deliveries``, or with ``DeliveryReplayRequestSchema`` a replay's); FormInvalid
+    otherwise."""
     try:
-        return schema().load(delivery_filters_of(values))
+        return schema().load(dict(filled))
     except ValidationError as exc:
         raise FormInvalid(field_errors(exc.normalized_messages())) from None
