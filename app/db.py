@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
@@ -37,12 +37,16 @@ log = logging.getLogger(__name__)
 _PENDING_TASKS = "boomerang.pending_tasks"
 _PENDING_CALLS = "boomerang.after_commit"
 _SENDER = "boomerang.task_sender"
+_CHECKED_IN_AT = "boomerang.checked_in_at"
+# A pooled connection unused for this long is pinged before it is handed out again.
+IDLE_PING_SECONDS = 1.0
 
 
 def make_engine(
     settings: Settings, statement_timeout_seconds: float | None = None, **kwargs: Any
 ) -> Engine:
-    """An engine for the configured database; pre-ping drops connections Postgres closed.
+    """An engine for the configured database; connections idle for a while are pinged before
+    use (see ``ping_idle_connections``).
 
     Connects and pool checkouts give up after ``BOOMERANG_DATABASE_CONNECT_TIMEOUT_SECONDS``;
     a process that serves requests or runs work also sets its statement_timeout.
@@ -55,7 +59,6 @@ def make_engine(
         milliseconds = round(statement_timeout_seconds * 1000)
         connect_args["options"] = f"-c statement_timeout={milliseconds}"
     options: dict[str, Any] = {
-        "pool_pre_ping": True,
         "pool_size": 10,
         "max_overflow": 20,
         "pool_timeout": settings.database_connect_timeout_seconds,
@@ -65,7 +68,35 @@ def make_engine(
         "hide_parameters": True,
     }
     options.update(kwargs)
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    ping_idle_connections(engine)
+    return engine
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float = IDLE_PING_SECONDS) -> None:
+    """Ping a pooled connection before use only when it sat unused for ``idle_seconds``.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: one more round trip for every
+    request and every job, which a busy process does not need (its connections were in use a
+    moment ago). A connection that dies in use (Postgres restarted under load) fails its
+    statement instead, and SQLAlchemy then replaces every connection the pool holds; the
+    idle ones, which are the ones a restart catches unawares, are still checked first.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < idle_seconds:
+            return  # new (it was just connected), or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (up to three times).
+            raise DisconnectionError() from exc
 
 
 def make_session_factory(bind: Any, sender: TaskSender | None) -> sessionmaker[Session]:

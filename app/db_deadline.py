@@ -13,7 +13,7 @@ The deadline of a wait is the earliest of:
 - a statement's ``statement_seconds`` plus a second of grace, so the server's own
   statement_timeout fires first whenever the server is alive to fire it;
 - the current request's ``request_deadline`` (a monotonic time), so one API request waits on
-  Postgres a bounded time in all, however many statements, reconnects and pre-pings it makes;
+  Postgres a bounded time in all, however many statements, reconnects and pings it makes;
 - in a process that serves requests, ``wary_seconds`` for a while after a wait gave up (until
   one succeeds, or ``WARY_FOR_SECONDS`` pass): each request then finds out in a moment, not in
   seconds, that Postgres is still frozen, and the threads of the web stay free for the requests

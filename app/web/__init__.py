@@ -58,7 +58,7 @@ def init_app(app: Flask, context: WebContext) -> None:
 
     @app.before_request
     def start_database_deadline() -> None:
-        # However many statements, reconnects and pre-pings the request makes, it waits on
+        # However many statements, reconnects and pings the request makes, it waits on
         # Postgres this long in all; a frozen server then gets the request a 503, not a hang.
         g.database_deadline = start_request_deadline(context.settings.request_database_seconds)
 
