@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -185,6 +186,7 @@ class Waker:
         self._send = send
         self.keys = keys
         self.cooldown = cooldown or Cooldown()
+        self._help_quiet_until = float("-inf")
 
     def wake(self) -> bool:
         """Wake a worker unless one is draining already, or Redis is failing; True if a wake
@@ -205,8 +207,11 @@ class Waker:
 
     def ask_for_help(self) -> bool:
         """Wake one more process, at most once a second however many drains ask."""
-        if self.cooldown.resting:
+        if self.cooldown.resting or time.monotonic() < self._help_quiet_until:
             return False
+        # A drain asks after every job or batch while work is queued: without this, each ask is
+        # a Redis round trip that the key below answers "not yet" to.
+        self._help_quiet_until = time.monotonic() + HELP_INTERVAL_MS / 2000
         try:
             if not self._redis.set(self.keys.help, "1", nx=True, px=HELP_INTERVAL_MS):
                 return False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 from kombu.exceptions import OperationalError
 
-from app.queues import DELIVERY_WAKE, JOB_WAKE, Waker
+from app.queues import DELIVERY_WAKE, HELP_INTERVAL_MS, JOB_WAKE, Waker
 
 
 def test_many_wakes_before_a_drain_starts_send_one_message(wakes):
@@ -35,6 +37,17 @@ def test_help_is_asked_for_at_most_once_per_interval(wakes):
     waker, sent = wakes
     assert [waker.ask_for_help() for _ in range(3)] == [True, False, False]
     assert sent == ["wake"]
+
+
+def test_a_drain_asking_again_soon_after_costs_no_round_trip(wakes, settings, monkeypatch):
+    waker, sent = wakes
+    assert waker.ask_for_help() is True
+    redis.Redis.from_url(settings.redis_url).delete(waker.keys.help)  # as if it had expired
+    assert waker.ask_for_help() is False  # Redis was not asked: it would have said yes
+    later = time.monotonic() + HELP_INTERVAL_MS / 1000
+    monkeypatch.setattr("app.queues.time.monotonic", lambda: later)
+    assert waker.ask_for_help() is True
+    assert sent == ["wake", "wake"]
 
 
 def test_without_redis_a_wake_is_left_to_the_sweep_and_redis_rests():

@@ -48,6 +48,9 @@ DRAIN_SECONDS = 10.0
 # While a job runs, the wake key says "this drain will look again within" this long. A job that
 # runs longer lets the key lapse, so work submitted meanwhile wakes another process.
 SHORT_JOB_MS = 250
+# ... and it is set again before a job only when it was set longer ago than this, so it always
+# has at least SHORT_JOB_MS less this left when a job starts.
+KEY_REFRESH_SECONDS = 0.05
 # A busy drain takes over jobs whose worker died at most this long after their lease ran out, as
 # a delivery drain claims expired delivery leases itself. The sweep does it too, but its message
 # waits behind busy drains on every process that could take it.
@@ -413,11 +416,13 @@ class JobDrain:
         with self.session_factory() as session:
             try:
                 finished: _Finished | None = None
+                key_set_at: float | None = None
                 while True:
                     take_more = time.monotonic() < deadline
                     claimed, more = self._record_and_claim(session, finished, take_more)
                     finished = None
                     if claimed is None and take_more:
+                        key_set_at = None  # lingering and stopping rewrite the key
                         claimed, more = self._linger(session)
                     if claimed is None and take_more:
                         # Clear the key, then look once more: work committed after this look
@@ -428,7 +433,11 @@ class JobDrain:
                         if not take_more:
                             self._hand_over(session)
                         break
-                    self.waker.draining(for_ms=SHORT_JOB_MS)
+                    if key_set_at is None or time.monotonic() - key_set_at >= KEY_REFRESH_SECONDS:
+                        # Set a moment ago, the key still outlives a short job: a run of short
+                        # jobs costs one Redis round trip per refresh, not one per job.
+                        self.waker.draining(for_ms=SHORT_JOB_MS)
+                        key_set_at = time.monotonic()
                     if more:
                         self.waker.ask_for_help()
                     outcome = run_claimed(session, self.settings, claimed, self.clock)

@@ -18,7 +18,7 @@ from app.models import Job, JobStatus, Message, Tenant
 from app.queues import JOB_WAKE, Waker
 from tests import custom_jobs
 from tests.factories import make_callback, make_job
-from workers.running import SHORT_JOB_MS, JobDrain
+from workers.running import KEY_REFRESH_SECONDS, SHORT_JOB_MS, JobDrain
 
 
 def job_waker(settings, sent: list[str]) -> Waker:
@@ -55,6 +55,35 @@ def test_a_drain_runs_every_queued_job_and_raises_each_ones_events(db_session, s
     assert sorted(raised) == ["job.succeeded"] * 3
     # Done and nothing left: the key is gone, so the next submission wakes a worker at once.
     assert redis.Redis.from_url(settings.redis_url).exists(JOB_WAKE.draining) == 0
+
+
+class CountingWaker(Waker):
+    """Counts the key refreshes made before jobs (the ones with a short lifetime)."""
+
+    refreshes = 0
+
+    def draining(self, for_ms: int | None = None) -> None:
+        self.refreshes += for_ms is not None
+        super().draining(for_ms)
+
+
+def test_a_run_of_short_jobs_refreshes_the_key_once_in_a_while_not_per_job(
+    db_session, settings, tenant
+):
+    only_this_tests_jobs_queued(db_session)
+    for n in range(30):
+        make_job(db_session, tenant.row, "echo", {"n": n})
+    db_session.commit()
+    waker = CountingWaker(settings.redis_url, lambda: None, JOB_WAKE)
+    drain = JobDrain(settings, lambda: contextlib.nullcontext(db_session), waker)
+    started = time.monotonic()
+
+    stats = drain.drain()
+
+    assert stats.jobs == 30
+    took = time.monotonic() - started
+    # At least once, and no more than once per refresh interval (plus the first).
+    assert 1 <= waker.refreshes <= 1 + took / KEY_REFRESH_SECONDS
 
 
 def test_a_busy_drain_takes_over_a_job_whose_worker_died_without_waiting_for_the_sweep(
