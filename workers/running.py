@@ -32,6 +32,7 @@ from app.db import after_commit, commit_with_retry
 from app.jobtypes import JobContext, get_job_type
 from app.logs import bind_log_context
 from app.models import Job, JobStatus
+from app.prepared import PreparedStatement
 from app.queues import LINGER_POLL_SECONDS, LINGER_SECONDS, Waker, wake_jobs
 from app.schemas import JobSchema
 from app.services import outbox
@@ -88,8 +89,10 @@ class Outcome:
 
 # Lease the oldest queued job nobody holds, and say whether more are queued (so the drain can
 # ask for help). SKIP LOCKED lets any number of drains claim side by side.
-_CLAIM_NEXT = text(
-    """
+_CLAIM_NEXT = PreparedStatement(
+    "boomerang_claim_job",
+    text(
+        """
     WITH next AS (
         SELECT id FROM job
         WHERE status = 'queued' AND attempts < max_attempts AND (:any_id OR id = :only)
@@ -106,6 +109,7 @@ _CLAIM_NEXT = text(
               EXISTS (SELECT 1 FROM job queued
                       WHERE queued.status = 'queued' AND queued.id <> job.id) AS more
     """
+    ),
 )
 
 
@@ -115,8 +119,8 @@ def claim_next_job(
     """Lease the oldest queued job (or only ``only``, if it is queued); (the job or None,
     whether others are queued)."""
     lease_id = uuid.uuid4()
-    row = session.execute(
-        _CLAIM_NEXT,
+    row = _CLAIM_NEXT.execute(
+        session.connection(),
         {
             "any_id": only is None,
             "only": only,
@@ -257,14 +261,19 @@ def check_storable(result: Any) -> None:
 
 # Lease-checked changes to a running job, each one statement returning the row as changed, so a
 # takeover cannot land between a read and the write. Written out once: they run for every job.
-_FINISH = text(
-    """
-    UPDATE job
-    SET status = :status, result = CAST(:result AS jsonb), error = :error, finished_at = :now,
-        locked_until = NULL, lease_id = NULL
-    WHERE id = :id AND lease_id = :lease_id AND status = 'running'
-    RETURNING *
-    """
+# (Its columns are named, not *: a prepared statement's result cannot change shape when a
+# migration adds a column under a worker still running.)
+_FINISH = PreparedStatement(
+    "boomerang_finish_job",
+    text(
+        f"""
+        UPDATE job
+        SET status = :status, result = CAST(:result AS jsonb), error = :error,
+            finished_at = :now, locked_until = NULL, lease_id = NULL
+        WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+        RETURNING {", ".join(Job.__table__.columns.keys())}
+        """
+    ),
 )
 _PROGRESS = text(
     """
@@ -327,21 +336,17 @@ def record_progress(
 def finish_job(session: Session, claimed: ClaimedJob, now: datetime, outcome: Outcome) -> bool:
     """Record the outcome and, in the same transaction, the events it raises (the outbox)."""
     ended = _ended(outcome, now)
-    row = (
-        session.connection()
-        .execute(
-            _FINISH,
-            {
-                "id": claimed.id,
-                "lease_id": claimed.lease_id,
-                "status": ended["status"].value,
-                "result": json.dumps(ended["result"]),
-                "error": ended["error"],
-                "now": now,
-            },
-        )
-        .one_or_none()
-    )
+    row = _FINISH.execute(
+        session.connection(),
+        {
+            "id": claimed.id,
+            "lease_id": claimed.lease_id,
+            "status": ended["status"].value,
+            "result": json.dumps(ended["result"]),
+            "error": ended["error"],
+            "now": now,
+        },
+    ).one_or_none()
     if row is None:
         return False  # the lease expired and another worker owns the job now
     # Recorded after the run's span ended (with the next claim), but what it raises is the run's.

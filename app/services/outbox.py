@@ -23,12 +23,15 @@ from app.announce import announce_after_commit
 from app.events import render_body
 from app.filters import Verdicts, event_context, skipped_by
 from app.models import Callback
+from app.prepared import PreparedStatement
 from app.queues import wake_deliveries
 from app.services.ordering import LATEST_PENDING, lock_keys
 from app.tracing import current_traceparent
 
-_PUBLISH = text(
-    """
+_PUBLISH = PreparedStatement(
+    "boomerang_publish",
+    text(
+        """
     WITH candidate AS (
         SELECT id AS callback_id, url, 0 AS kind, created_at, 0::bigint AS n,
                -- (a callback named outright is sent whatever its filter says)
@@ -72,7 +75,7 @@ _PUBLISH = text(
                CASE WHEN target.failed THEN NULL
                     WHEN CAST(:ordering_key AS text) IS NOT NULL
                          AND coalesce(LATEST_PENDING, false)
-                    THEN NULL ELSE :now END,
+                    THEN NULL ELSE CAST(:now AS timestamptz) END,
                CASE WHEN NOT target.failed THEN :ordering_key END,
                CASE WHEN CAST(:ordering_key AS text) IS NOT NULL AND NOT target.failed
                     THEN message.seq END
@@ -92,13 +95,14 @@ _PUBLISH = text(
     )
     SELECT id, message_id, callback_id, url FROM made WHERE status = 'pending'
     """.replace(
-        "LATEST_PENDING",
-        LATEST_PENDING.format(
-            lane="coalesce(target.callback_id::text, target.url)",
-            key="CAST(:ordering_key AS text)",
-            tenant="CAST(:tenant_id AS uuid)",
-        ),
-    )
+            "LATEST_PENDING",
+            LATEST_PENDING.format(
+                lane="coalesce(target.callback_id::text, target.url)",
+                key="CAST(:ordering_key AS text)",
+                tenant="CAST(:tenant_id AS uuid)",
+            ),
+        )
+    ),
 )
 
 
@@ -150,8 +154,8 @@ def publish(
         if subscribers
         else Verdicts([], {})
     )
-    rows = session.execute(
-        _PUBLISH,
+    rows = _PUBLISH.execute(
+        session.connection(),
         {
             "tenant_id": tenant_id,
             "event_type": event_type,
@@ -181,7 +185,7 @@ def publish(
         wake_deliveries(session)
     if rows or keep_without_deliveries:
         announce_after_commit(session, tenant_id, job_id)
-    return [NewDelivery(*row) for row in rows]
+    return [NewDelivery._make(row) for row in rows]
 
 
 _FILTERED = text(

@@ -24,6 +24,7 @@ from app.events import CALLBACK_TEST, DELIVERY_EXHAUSTED, webhook_id
 from app.formats import UnknownFormat, after_failed, render_for
 from app.headers import masked_headers
 from app.models import Callback, Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
+from app.prepared import PreparedStatement
 from app.services.callback_health import (
     disable_callback,
     note_attempt_outcomes,
@@ -84,8 +85,10 @@ class ClaimedDelivery:
 # has some of that lane in flight already, none from lanes it reports full). The inner scan locks
 # candidates with SKIP LOCKED so concurrent claimers split the work instead of queueing behind one
 # another; a window function cannot sit beside FOR UPDATE, hence the layers.
-_CLAIM = text(
-    """
+_CLAIM = PreparedStatement(
+    "boomerang_claim_deliveries",
+    text(
+        """
     WITH candidate AS (
         SELECT id, callback_id, url, next_attempt_at
         FROM delivery
@@ -155,6 +158,7 @@ _CLAIM = text(
               delivery.url, delivery.attempt_count, delivery.ordering_key,
               delivery.preceding_failed
     """
+    ),
 )
 
 
@@ -236,8 +240,8 @@ def _lease(
 ) -> list[Row[Any]]:
     """Run the claim statement: the leased rows (id, tenant, message, callback, url, count)."""
     return list(
-        session.execute(
-            _CLAIM,
+        _CLAIM.execute(
+            session.connection(),
             {
                 "now": now,
                 "full_lanes": rooms.full,
@@ -407,8 +411,10 @@ class AttemptRecord:
 # waiting for the rest (a multi-row UPDATE takes its rows in no set order). KEY SHARE, the
 # weakest lock: only a delete waits for it, so processes settling attempts to one callback do
 # not queue behind each other, nor behind a change to the callback's settings.
-_SETTLE = text(
-    """
+_SETTLE = PreparedStatement(
+    "boomerang_settle_deliveries",
+    text(
+        """
     WITH held AS (
         SELECT id FROM callback
         WHERE id IN (SELECT (item->>'callback_id')::uuid
@@ -434,6 +440,7 @@ _SETTLE = text(
       AND delivery.status = 'pending'
     RETURNING delivery.id
     """
+    ),
 )
 
 
@@ -471,7 +478,7 @@ def record_attempts(
         }
         for claimed, record in outcomes
     ]
-    ours = set(session.scalars(_SETTLE, {"outcomes": json.dumps(payload)}))
+    ours = set(_SETTLE.execute(session.connection(), {"outcomes": json.dumps(payload)}).scalars())
     # Not ours any more: held by another worker now (log the attempt anyway) or deleted with its
     # tenant while we were sending (nothing left to log it against).
     not_ours = {claimed.id for claimed, _ in outcomes} - ours
