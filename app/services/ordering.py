@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.db import after_commit
+from app.prepared import PreparedStatement
 from app.queues import wake_deliveries
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,15 @@ LATEST_PENDING = """
 """
 
 
+_LOCK_KEYS = PreparedStatement(
+    "boomerang_lock_ordering_keys",
+    text(
+        "SELECT pg_advisory_xact_lock(id) "
+        "FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS lock(id, n) ORDER BY n"
+    ),
+)
+
+
 def lock_key(tenant_id: uuid.UUID, ordering_key: str) -> int:
     """The advisory lock id of one tenant's key: 64 bits of a hash, as a signed bigint."""
     digest = hashlib.blake2b(f"{tenant_id}/{ordering_key}".encode(), digest_size=8).digest()
@@ -63,13 +73,7 @@ def lock_keys(session: Session, keys: Iterable[tuple[uuid.UUID, str]]) -> None:
     held = _held(session)
     ids = sorted({lock_key(tenant_id, key) for tenant_id, key in keys} - held)
     if ids:
-        session.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(id) "
-                "FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS lock(id, n) ORDER BY n"
-            ),
-            {"ids": ids},
-        )
+        _LOCK_KEYS.execute(session.connection(), {"ids": ids})
         held.update(ids)
 
 

@@ -188,11 +188,14 @@ def publish(
     return [NewDelivery._make(row) for row in rows]
 
 
-_FILTERED = text(
-    """
-    SELECT id, filter FROM callback
-    WHERE tenant_id = :tenant_id AND filter IS NOT NULL AND enabled
-    """
+_FILTERED = PreparedStatement(
+    "boomerang_callback_filters",
+    text(
+        """
+        SELECT id, filter FROM callback
+        WHERE tenant_id = :tenant_id AND filter IS NOT NULL AND enabled
+        """
+    ),
 )
 
 
@@ -207,7 +210,8 @@ def _filter_verdicts(
 ) -> Verdicts:
     """The tenant's filtered callbacks that do not hear this event. One indexed probe, which
     finds nothing for a tenant without filters; the rest of the routing stays in SQL."""
-    filters = [(row.id, row.filter) for row in session.execute(_FILTERED, {"tenant_id": tenant_id})]
+    found = _FILTERED.execute(session.connection(), {"tenant_id": tenant_id})
+    filters = [(row.id, row.filter) for row in found]
     if not filters:
         return Verdicts([], {})
     # What the body will say, as JSON: a filter sees strings where the body has them.
