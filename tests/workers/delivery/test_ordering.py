@@ -361,7 +361,8 @@ def test_a_key_taken_up_front_is_not_asked_for_again_and_a_new_transaction_asks(
         statements.append(args[2])
 
     def locks() -> int:
-        return sum("pg_advisory_xact_lock" in statement for statement in statements)
+        # (Prepared once per connection, the locking statement runs as an EXECUTE of it.)
+        return sum("boomerang_lock_ordering_keys" in statement for statement in statements)
 
     event.listen(engine, "before_cursor_execute", seen)
     try:
