@@ -195,10 +195,14 @@ def tenant_create(name: str) -> None:
 def _session() -> Iterator[Session]:
     """A session on the configured database, its engine disposed afterwards."""
     from app.db import make_engine, make_session_factory
+    from app.key_generation import KeyGeneration, attach_key_generation
 
-    engine = make_engine(load_settings())
+    settings = load_settings()
+    engine = make_engine(settings)
     try:
         with make_session_factory(engine, sender=None)() as session:
+            # A key revoked or a tenant deleted here is refused at once by every web process.
+            attach_key_generation(session, KeyGeneration(settings.redis_url))
             yield session
     finally:
         engine.dispose()

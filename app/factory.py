@@ -28,6 +28,7 @@ from app.db import make_engine, make_session_factory
 from app.db_deadline import WARY_SECONDS, install_deadlines
 from app.errors import register_error_handlers
 from app.jobtypes import load_job_modules
+from app.key_generation import KeyGeneration
 from app.queues import Producer
 from app.web import api_docs, ratelimit, request_ids, security_headers
 from config.settings import Settings
@@ -81,7 +82,10 @@ def build_app(settings: Settings | None = None, *, session_factory: Any = None) 
         )
         # New deliveries are due "now": Postgres' now, which the workers compare against.
         follow_database(engine, settings.clock_skew_seconds)
-    web.init_app(app, web.WebContext(settings, session_factory))
+    key_generation = KeyGeneration(
+        settings.redis_url, settings.redis_timeout_seconds, redis_cooldown
+    )
+    web.init_app(app, web.WebContext(settings, session_factory, key_generation))
     ratelimit.init_app(app, settings, redis_cooldown)
     security_headers.init_app(app)
     api_docs.init_app(app)  # before Api(app), which reads where Swagger UI's files are

@@ -548,6 +548,15 @@ class Settings:
         "requests per period",
         "Per-tenant API rate limit, shared across processes and hosts through Redis.",
     )
+    api_key_cache_seconds: int = setting(
+        "BOOMERANG_API_KEY_CACHE_SECONDS",
+        "10",
+        _parse_non_negative_int,
+        "seconds",
+        "How long a web process remembers an API key it checked, so the key's next requests skip "
+        "the Postgres lookup. A revoked key is refused at once regardless: every change to keys or "
+        "tenants tells every process through Redis. 0: look up every request.",
+    )
     flower_basic_auth: str = setting(
         "BOOMERANG_FLOWER_BASIC_AUTH",
         "",

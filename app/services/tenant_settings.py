@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidField
+from app.key_generation import api_keys_changed
 from app.models import Tenant
 from config.settings import Settings
 
@@ -70,6 +71,7 @@ def update_tenant_settings(
     if "allow_uncatalogued_event_types" in fields:
         stored.allow_uncatalogued_event_types = fields["allow_uncatalogued_event_types"]
     session.flush()
+    api_keys_changed(session)  # web processes remember tenants with their keys
     return stored
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
+from app.key_generation import api_keys_changed
 from app.models import ApiKey, Callback, Delivery, DeliveryAttempt, Job, Message, Tenant
 from app.prepared import PreparedStatement
 from app.signing import new_signing_secret
@@ -145,6 +146,7 @@ def revoke_api_key(
             )
     key.revoked_at = now
     session.flush()
+    api_keys_changed(session)
     return key
 
 
@@ -182,6 +184,7 @@ def delete_tenant(session: Session, tenant_id: uuid.UUID) -> dict[str, int]:
     # A Core delete, so Postgres cascades in one statement instead of the ORM loading every row.
     session.execute(delete(Tenant).where(Tenant.id == tenant.id))
     session.expunge(tenant)
+    api_keys_changed(session)
     return counts
 
 

@@ -13,6 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.db_deadline import end_request_deadline, start_request_deadline
 from app.errors import ApiError
+from app.key_generation import KeyGeneration, attach_key_generation
 from app.logs import add_log_context
 from app.models import Tenant
 from app.services.tenants import authenticate
@@ -24,6 +25,8 @@ from config.settings import Settings
 class WebContext:
     settings: Settings
     session_factory: sessionmaker[Session] | Any
+    # Told of every change to what API keys let in, for the key cache of every web process.
+    key_generation: KeyGeneration | None = None
 
 
 def web_context() -> WebContext:
@@ -39,7 +42,9 @@ def settings() -> Settings:
 def db() -> Session:
     """The request's session, opened on first use and closed at teardown."""
     if "db_session" not in g:
-        g.db_session = web_context().session_factory()
+        context = web_context()
+        g.db_session = context.session_factory()
+        attach_key_generation(g.db_session, context.key_generation)
     return g.db_session
 
 
@@ -103,9 +108,22 @@ def current_tenant() -> Tenant:
         tenant = authenticate(db(), _bearer_token())
         if tenant is None:
             raise Unauthorized("The API key is not valid or was revoked.")
-        g.tenant = tenant
-        add_log_context(tenant_id=tenant.id)
+        set_current_tenant(tenant)
     return g.tenant
+
+
+def set_current_tenant(tenant: Tenant) -> None:
+    """This request is ``tenant``'s (its API key was checked, here or by the key cache)."""
+    g.tenant = tenant
+    add_log_context(tenant_id=tenant.id)
+
+
+def bearer_token_or_none() -> str | None:
+    """The request's API key as sent, or None when it sent none in a usable shape."""
+    try:
+        return _bearer_token()
+    except Unauthorized:
+        return None
 
 
 class UnsupportedMediaType(ApiError):

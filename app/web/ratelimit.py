@@ -1,8 +1,8 @@
 """Per-tenant API rate limits, counted in Redis so every gunicorn worker and host shares them.
 
-The counting is the ``limits`` library's fixed window (one Lua call per request, the same as
-flask-limiter makes), used directly: the Flask extension's own bookkeeping per request cost more
-CPU than the count itself.
+The counting is the ``limits`` library's fixed window, made in one Lua call of our own per request
+that also reads the API-key generation (``app/web/key_cache.py``): one round trip for both. The
+Flask extension's own bookkeeping per request cost more CPU than the count itself.
 
 While Redis cannot be reached or does not answer within ``BOOMERANG_REDIS_TIMEOUT_SECONDS``,
 the limit falls back to counting in this process's memory while the process's Redis cooldown
@@ -16,15 +16,25 @@ import contextlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 
+import redis
 from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage, RedisStorage
+from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from app.cooldown import Cooldown, quick_redis
 from app.errors import error_response
-from app.web import Unauthorized, current_tenant, is_api_path
+from app.key_generation import GENERATION_KEY
+from app.web import (
+    Unauthorized,
+    bearer_token_or_none,
+    current_tenant,
+    is_api_path,
+    set_current_tenant,
+)
+from app.web.key_cache import KeyCache
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,22 @@ def rate_limit_key() -> str:
     return f"address:{request.remote_addr or 'unknown'}"
 
 
+# One round trip: count a request in its fixed window as the ``limits`` library does (INCRBY, and
+# EXPIRE on the window's first request), and read the API-key generation beside it.
+_HIT = """
+local count = redis.call('INCRBY', KEYS[1], 1)
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {count, redis.call('TTL', KEYS[1]), redis.call('GET', KEYS[2]) or '0'}
+"""
+
+
+@dataclass(frozen=True)
+class Hit:
+    allowed: bool
+    retry_after: int  # whole seconds until the window resets; at least 1
+    generation: bytes | None  # the API-key generation; None when counted in memory
+
+
 class TenantRateLimit:
     """One limit for every API request of a tenant, shared through Redis."""
 
@@ -65,54 +91,81 @@ class TenantRateLimit:
         self.limit: RateLimitItem = parse(settings.rate_limit)
         # A hung Redis must not hang the API: the pool is quick_redis's, which gives up on it
         # quickly, without retries, and behind Sentinel follows the primary.
-        client = quick_redis(settings.redis_url, settings.redis_timeout_seconds)
-        self.shared = FixedWindowRateLimiter(
-            RedisStorage("redis://", connection_pool=client.connection_pool)
-        )
+        self._redis = quick_redis(settings.redis_url, settings.redis_timeout_seconds)
+        self._hit = self._redis.register_script(_HIT)
         self.local = FixedWindowRateLimiter(MemoryStorage())
         self.cooldown = cooldown or Cooldown()
 
-    def _limiter(self) -> FixedWindowRateLimiter:
-        return self.local if self.cooldown.resting else self.shared
+    def hit(self, key: str) -> Hit:
+        """Count one request for ``key``."""
+        if not self.cooldown.resting:
+            window = f"LIMITS:{self.limit.key_for(KEY_PREFIX, key)}"
+            try:
+                count, ttl, generation = self._hit(
+                    keys=[window, GENERATION_KEY], args=[self.limit.get_expiry()]
+                )
+                return Hit(int(count) <= self.limit.amount, max(1, int(ttl)), generation)
+            except Exception:
+                log.warning("rate limit: Redis unavailable, counting in memory for a while")
+                self.cooldown.failed("rate limit")
+        allowed = self.local.hit(self.limit, KEY_PREFIX, key)
+        reset_at, _remaining = self.local.get_window_stats(self.limit, KEY_PREFIX, key)
+        return Hit(allowed, max(1, math.ceil(reset_at - time.time())), None)
 
-    def hit(self, key: str) -> bool:
-        """Count one request for ``key``; False when it is over the limit."""
-        limiter = self._limiter()
+    def generation(self) -> bytes | None:
+        """The API-key generation now, or None while Redis is not answering."""
+        if self.cooldown.resting:
+            return None
         try:
-            return limiter.hit(self.limit, KEY_PREFIX, key)
-        except Exception:
-            if limiter is self.local:
-                raise
-            log.warning("rate limit: Redis unavailable, counting in memory for a while")
-            self.cooldown.failed("rate limit")
-            return self.local.hit(self.limit, KEY_PREFIX, key)
-
-    def seconds_until_reset(self, key: str) -> int:
-        """Whole seconds until ``key``'s window resets; at least 1."""
-        try:
-            reset_at, _remaining = self._limiter().get_window_stats(self.limit, KEY_PREFIX, key)
-        except Exception:
-            return 1
-        return max(1, math.ceil(reset_at - time.time()))
+            generation: bytes | None = self._redis.get(GENERATION_KEY)  # type: ignore[assignment]
+            return generation or b"0"
+        except redis.RedisError:
+            self.cooldown.failed("api key generation")
+            return None
 
 
 def init_app(app: Flask, settings: Settings, cooldown: Cooldown | None = None) -> TenantRateLimit:
-    """Limit every /v1 request to ``settings.rate_limit`` per tenant; 429 with Retry-After."""
+    """Limit every /v1 request to ``settings.rate_limit`` per tenant; 429 with Retry-After.
+
+    The same Redis call tells whether the API key a request carries, if this process remembers
+    it, is still good (``app/web/key_cache.py``): a request of a remembered key asks Postgres
+    nothing before its view runs."""
     rate_limit = TenantRateLimit(settings, cooldown)
+    keys = KeyCache(settings.api_key_cache_seconds)
 
     @app.before_request
     def check_rate_limit() -> Response | None:
-        identify_caller()
         if request.endpoint is None or not is_api_request():
+            return None  # an unknown route is a 404 and counts against nobody
+        api_key = bearer_token_or_none()
+        remembered = keys.get(api_key) if api_key else None
+        if api_key and remembered is not None:
+            hit = rate_limit.hit(f"tenant:{remembered.tenant['id']}")
+            if hit.generation == remembered.generation:
+                set_current_tenant(remembered.fresh_tenant())
+            else:
+                # Something changed what keys let in (or Redis is not answering): ask Postgres.
+                # The count stands: a key belongs to one tenant for good.
+                keys.forget(api_key)
+                identify_caller()
+                _remember(api_key, hit.generation)
+        else:
+            # Read before Postgres is asked: a change committed in between bumps it past this.
+            generation = rate_limit.generation() if api_key and keys.enabled else None
+            identify_caller()
+            _remember(api_key, generation)
+            hit = rate_limit.hit(rate_limit_key())
+        if hit.allowed:
             return None
-        key = rate_limit_key()
-        if rate_limit.hit(key):
-            return None
-        retry_after = rate_limit.seconds_until_reset(key)
         return error_response(
             429,
-            f"Too many requests: the limit is {rate_limit.limit}; retry in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
+            f"Too many requests: the limit is {rate_limit.limit}; retry in {hit.retry_after} s.",
+            headers={"Retry-After": str(hit.retry_after)},
         )
+
+    def _remember(api_key: str | None, generation: bytes | None) -> None:
+        tenant = g.get("tenant")
+        if api_key and tenant is not None and generation is not None:
+            keys.remember(api_key, tenant, generation)
 
     return rate_limit
