@@ -130,10 +130,15 @@ def test_a_slow_job_holds_up_no_other_job(engine, settings, committed_tenant):
     custom_jobs.released.clear()
     with Session(engine) as session:
         owner = session.get(Tenant, committed_tenant)
-        slow_id = make_job(session, owner, "wait", {"seconds": 20}).id
-        session.commit()
-        time.sleep(0.01)  # queued after the slow one: a FIFO queue would put them behind it
-        short = [make_job(session, owner, "echo", {"n": n}).id for n in range(2)]
+        queued_at = datetime.now(UTC)
+        slow_id = make_job(session, owner, "wait", {"seconds": 20}, enqueued_at=queued_at).id
+        # Queued after the slow one: a FIFO queue would put them behind it.
+        short = [
+            make_job(
+                session, owner, "echo", {"n": n}, enqueued_at=queued_at + timedelta(seconds=1)
+            ).id
+            for n in range(2)
+        ]
         session.commit()
     factory = lambda: Session(engine, expire_on_commit=False)  # noqa: E731 (a factory, inline)
     sent: list[str] = []
