@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 
 from app.db_deadline import DatabaseTimeout
 from app.models import ApiKey
+from app.services.tenants import revoke_api_key
 from app.web import db
 from tests.conftest import error_fields
 
@@ -84,7 +85,9 @@ def test_a_revoked_key_is_refused(client, auth, db_session, tenant):
     assert client.get("/v1/jobs", headers=auth).status_code == 200
     prefix = tenant.api_key.partition(".")[0]
     key = db_session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    key.revoked_at = datetime.now(UTC)
+    # Through the service, as the API, the portal and the CLI do: that tells every web process,
+    # which may remember the key (app/web/key_cache.py).
+    revoke_api_key(db_session, tenant.row, key.id, datetime.now(UTC), keep_one=False)
 
     response = client.get("/v1/jobs", headers=auth)
 
