@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from app.prepared import PreparedStatement
 from app.queues import LINGER_POLL_SECONDS, LINGER_SECONDS, Waker, wake_jobs
 from app.schemas import JobSchema
 from app.services import outbox
+from app.services.ordering import lock_key, note_held
 from config.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class ClaimedJob:
     attempt: int
     # The submitting request's trace context (app/tracing.py); None while tracing is off.
     traceparent: str | None = None
+    tenant_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ _CLAIM_NEXT = PreparedStatement(
         locked_until = :locked_until, started_at = :now
     FROM next
     WHERE job.id = next.id
-    RETURNING job.id, job.type, job.input, job.attempts, job.traceparent,
+    RETURNING job.id, job.type, job.input, job.attempts, job.traceparent, job.tenant_id,
               EXISTS (SELECT 1 FROM job queued
                       WHERE queued.status = 'queued' AND queued.id <> job.id) AS more
     """
@@ -131,7 +133,9 @@ def claim_next_job(
     ).one_or_none()
     if row is None:
         return None, False
-    claimed = ClaimedJob(row.id, row.type, row.input, lease_id, row.attempts, row.traceparent)
+    claimed = ClaimedJob(
+        row.id, row.type, row.input, lease_id, row.attempts, row.traceparent, row.tenant_id
+    )
     return claimed, row.more
 
 
@@ -262,7 +266,9 @@ def check_storable(result: Any) -> None:
 # Lease-checked changes to a running job, each one statement returning the row as changed, so a
 # takeover cannot land between a read and the write. Written out once: they run for every job.
 # (Its columns are named, not *: a prepared statement's result cannot change shape when a
-# migration adds a column under a worker still running.)
+# migration adds a column under a worker still running.) It also takes the job's ordering-key
+# lock and reads the tenant's filtered callbacks, which publishing the job's end needs next:
+# two round trips fewer for every job.
 _FINISH = PreparedStatement(
     "boomerang_finish_job",
     text(
@@ -271,7 +277,12 @@ _FINISH = PreparedStatement(
         SET status = :status, result = CAST(:result AS jsonb), error = :error,
             finished_at = :now, locked_until = NULL, lease_id = NULL
         WHERE id = :id AND lease_id = :lease_id AND status = 'running'
-        RETURNING {", ".join(Job.__table__.columns.keys())}
+        RETURNING {", ".join(f"job.{column.name}" for column in Job.__table__.columns)},
+            pg_advisory_xact_lock(CAST(:ordering_lock AS bigint)) AS ordering_locked,
+            (SELECT coalesce(json_agg(json_build_array(callback.id, callback.filter)), '[]')
+             FROM callback
+             WHERE callback.tenant_id = job.tenant_id AND callback.filter IS NOT NULL
+               AND callback.enabled) AS callback_filters
         """
     ),
 )
@@ -336,6 +347,8 @@ def record_progress(
 def finish_job(session: Session, claimed: ClaimedJob, now: datetime, outcome: Outcome) -> bool:
     """Record the outcome and, in the same transaction, the events it raises (the outbox)."""
     ended = _ended(outcome, now)
+    # A job's events are ordered by the job's id (app/services/outbox.py).
+    ordering = [(claimed.tenant_id, str(claimed.id))] if claimed.tenant_id else []
     row = _FINISH.execute(
         session.connection(),
         {
@@ -345,13 +358,16 @@ def finish_job(session: Session, claimed: ClaimedJob, now: datetime, outcome: Ou
             "result": json.dumps(ended["result"]),
             "error": ended["error"],
             "now": now,
+            "ordering_lock": lock_key(*ordering[0]) if ordering else None,
         },
     ).one_or_none()
     if row is None:
         return False  # the lease expired and another worker owns the job now
+    note_held(session, ordering)
+    filters = [(uuid.UUID(callback_id), text) for callback_id, text in row.callback_filters]
     # Recorded after the run's span ended (with the next claim), but what it raises is the run's.
     with tracing.within(outcome.span):
-        _raise_end(session, _as_job(row), now)
+        _raise_end(session, _as_job(row), now, callback_filters=filters)
     return True
 
 
@@ -367,7 +383,12 @@ def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
     }
 
 
-def _raise_end(session: Session, job: Job, now: datetime) -> None:
+def _raise_end(
+    session: Session,
+    job: Job,
+    now: datetime,
+    callback_filters: Sequence[tuple[uuid.UUID, str]] | None = None,
+) -> None:
     """Count the job's end and raise ``job.succeeded`` or ``job.failed`` to whoever listens."""
     duration = (now - job.started_at).total_seconds() if job.started_at else None
     after_commit(session, metrics.job_finished, job.type, job.status.value, duration)
@@ -380,6 +401,7 @@ def _raise_end(session: Session, job: Job, now: datetime) -> None:
         job_id=job.id,
         subscribers=True,
         extra_urls=[job.callback_url] if job.callback_url else [],
+        callback_filters=callback_filters,
     )
 
 

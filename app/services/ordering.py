@@ -77,6 +77,12 @@ def lock_keys(session: Session, keys: Iterable[tuple[uuid.UUID, str]]) -> None:
         held.update(ids)
 
 
+def note_held(session: Session, keys: Iterable[tuple[uuid.UUID, str]]) -> None:
+    """Record keys this transaction has locked in a statement of its own (a job's end takes its
+    job's key with the update that ends it), so that publishing asks for them no more."""
+    _held(session).update(lock_key(tenant_id, key) for tenant_id, key in keys)
+
+
 def _held(session: Session) -> set[int]:
     """The keys this session's transaction has taken, so that publishing each event of a batch
     costs no round trip for a key the batch took up front. Advisory transaction locks end with

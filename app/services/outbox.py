@@ -133,6 +133,7 @@ def publish(
     request_digest: str | None = None,
     channels: Sequence[str] = (),
     ordering_key: str | None = None,
+    callback_filters: Sequence[tuple[uuid.UUID, str]] | None = None,
 ) -> list[NewDelivery]:
     """Store one message and a pending delivery for each destination: the given ``callbacks``
     (enabled or not), with ``subscribers`` every enabled callback of the tenant that listens for
@@ -141,7 +142,10 @@ def publish(
     stored for the tenant stores nothing (see ``app/services/published.py``).
 
     Events with the same ``ordering_key`` reach each destination one at a time, in commit order
-    (``app/services/ordering.py``); a job's events are keyed by the job's id unless given one."""
+    (``app/services/ordering.py``); a job's events are keyed by the job's id unless given one.
+
+    ``callback_filters`` are the tenant's enabled filtered callbacks as (id, filter), when this
+    transaction has read them already; otherwise they are looked up."""
     session.flush()  # callbacks made in this transaction must be seen by the statement
     message_id = message_id or uuid.uuid4()
     body = render_body(event_type, data, now, ordering_key)  # a key given is a key said
@@ -150,7 +154,9 @@ def publish(
     if ordering_key is not None:
         lock_keys(session, [(tenant_id, ordering_key)])
     verdicts = (
-        _filter_verdicts(session, tenant_id, event_type, data, channels, now, message_id)
+        _filter_verdicts(
+            session, tenant_id, event_type, data, channels, now, message_id, callback_filters
+        )
         if subscribers
         else Verdicts([], {})
     )
@@ -207,14 +213,16 @@ def _filter_verdicts(
     channels: Sequence[str],
     now: datetime,
     message_id: uuid.UUID,
+    filters: Sequence[tuple[uuid.UUID, str]] | None = None,
 ) -> Verdicts:
     """The tenant's filtered callbacks that do not hear this event. One indexed probe, which
     finds nothing for a tenant without filters; the rest of the routing stays in SQL."""
-    found = _FILTERED.execute(session.connection(), {"tenant_id": tenant_id})
-    filters = [(row.id, row.filter) for row in found]
+    if filters is None:
+        found = _FILTERED.execute(session.connection(), {"tenant_id": tenant_id})
+        filters = [(row.id, row.filter) for row in found]
     if not filters:
         return Verdicts([], {})
     # What the body will say, as JSON: a filter sees strings where the body has them.
     as_sent = json.loads(json.dumps(data, default=str))
     context = event_context(event_type, as_sent, list(channels), now)
-    return skipped_by(filters, context, message_id)
+    return skipped_by(list(filters), context, message_id)

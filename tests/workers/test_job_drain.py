@@ -10,11 +10,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from app.jobtypes import load_job_modules
-from app.models import Job, JobStatus, Message, Tenant
+from app.models import Delivery, Job, JobStatus, Message, Tenant
 from app.queues import JOB_WAKE, Waker
 from tests import custom_jobs
 from tests.factories import make_callback, make_job
@@ -175,3 +175,37 @@ def test_a_job_run_by_a_drain_counts_its_attempt_once(db_session, settings, tena
     JobDrain(settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, [])).drain()
     db_session.expire_all()
     assert db_session.get(Job, job.id).attempts == 1
+
+
+def test_a_job_end_takes_its_key_and_reads_the_filters_in_the_statement_that_ends_it(
+    db_session, settings, tenant, engine
+):
+    only_this_tests_jobs_queued(db_session)
+    skipped = make_callback(
+        db_session, tenant.row, "http://127.0.0.1:1/skipped", filter='type == "job.failed"'
+    )
+    heard = make_callback(
+        db_session, tenant.row, "http://127.0.0.1:1/heard", filter='type == "job.succeeded"'
+    )
+    job = make_job(db_session, tenant.row, "echo", {"n": 1})
+    db_session.commit()
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 (a one-line listener)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        stats = JobDrain(
+            settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, [])
+        ).drain()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+    assert stats.jobs == 1
+    # Neither asked for again: the finish statement took the lock and read the filters.
+    asked = ("EXECUTE boomerang_lock_ordering_keys", "EXECUTE boomerang_callback_filters")
+    assert not [s for s in statements if s.startswith(asked)]
+    message = db_session.scalar(select(Message).where(Message.job_id == job.id))
+    sent_to = set(
+        db_session.scalars(select(Delivery.callback_id).where(Delivery.message_id == message.id))
+    )
+    assert sent_to == {heard.id}
+    assert skipped.id not in sent_to
