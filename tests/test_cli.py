@@ -304,10 +304,12 @@ def test_receiver_prints_each_delivery_and_whether_its_signature_holds():
             "webhook-signature": Webhook(secret).sign("msg_good", now, body),
         }
         forged = {**signed, "webhook-id": "msg_forged"}
-        answers = [
-            requests.post(f"http://127.0.0.1:{port}/hook", data=body, headers=headers, timeout=5)
-            for headers in (signed, forged)
-        ]
+        # Closed before Ctrl-C: the receiver waits for open connections when it stops.
+        with requests.Session() as http:
+            answers = [
+                http.post(f"http://127.0.0.1:{port}/hook", data=body, headers=headers, timeout=5)
+                for headers in (signed, forged)
+            ]
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
         output, _ = process.communicate(timeout=10)
