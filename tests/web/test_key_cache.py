@@ -8,25 +8,10 @@ import socket
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from app import create_app
 from tests.factories import make_api_key, make_tenant
-
-
-def web_process(settings, db_session) -> FlaskClient:
-    """A client of its own app instance, with its own memory of keys (a gunicorn worker)."""
-
-    class CommittingClient(FlaskClient):
-        def open(self, *args: Any, **kwargs: Any):
-            db_session.commit()
-            return super().open(*args, **kwargs)
-
-    app = create_app(settings, session_factory=lambda: db_session)
-    app.config["TESTING"] = True
-    app.test_client_class = CommittingClient
-    return app.test_client()
+from tests.support.web_process import web_process
 
 
 @pytest.fixture

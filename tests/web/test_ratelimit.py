@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.web.ratelimit import KEY_PREFIX
 from tests.factories import make_tenant
+from tests.support.web_process import web_process
 
 LIMIT = "3 per minute"
 
@@ -49,20 +48,8 @@ def counters(settings) -> Iterator[list[str]]:
 
 
 def client_for(settings, db_session, address: str) -> FlaskClient:
-    """A client of a new app instance (as a separate gunicorn worker would be), committing the
-    test's setup before each request like the shared ``client`` fixture."""
-
-    class CommittingClient(FlaskClient):
-        def open(self, *args: Any, **kwargs: Any):
-            db_session.commit()
-            return super().open(*args, **kwargs)
-
-    app = create_app(settings, session_factory=lambda: db_session)
-    app.config["TESTING"] = True
-    app.test_client_class = CommittingClient
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = address
-    return client
+    """A client of a new app instance, seen as coming from ``address``."""
+    return web_process(settings, db_session, address)
 
 
 def new_tenant(db_session, counters: list[str], name: str) -> dict[str, str]:
