@@ -40,6 +40,8 @@ class WorkerContext:
     client: OutboundClient
     waker: Waker  # wakes delivery drains
     job_waker: Waker
+    # For the job drain's watchdog: one connection of its own (see JobDrain).
+    hand_back_sessions: sessionmaker[Session] | None = None
     _dispatcher: Dispatcher | None = None
     _job_drain: JobDrain | None = None
 
@@ -57,7 +59,12 @@ class WorkerContext:
     def job_drain(self) -> JobDrain:
         """The process's job drain."""
         if self._job_drain is None:
-            self._job_drain = JobDrain(self.settings, self.session_factory, self.job_waker)
+            self._job_drain = JobDrain(
+                self.settings,
+                self.session_factory,
+                self.job_waker,
+                hand_back_sessions=self.hand_back_sessions,
+            )
         return self._job_drain
 
 
@@ -136,10 +143,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
     engine = make_engine(settings, settings.worker_statement_timeout_seconds)
     producer = Producer(settings, app)
     session_factory = make_session_factory(engine, producer.sender())
-    install_announcer(
-        session_factory,
-        Announcer(settings.redis_url, settings.redis_timeout_seconds, producer.cooldown),
+    # Connects only when the job drain's watchdog first hands jobs back.
+    hand_back_engine = make_engine(
+        settings, settings.worker_statement_timeout_seconds, pool_size=1, max_overflow=0
     )
+    hand_back_sessions = make_session_factory(hand_back_engine, producer.sender())
+    announcer = Announcer(settings.redis_url, settings.redis_timeout_seconds, producer.cooldown)
+    install_announcer(session_factory, announcer)
+    install_announcer(hand_back_sessions, announcer)
     app.boomerang = WorkerContext(  # type: ignore[attr-defined]
         settings=settings,
         engine=engine,
@@ -147,12 +158,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
         client=OutboundClient(settings, pool_size=settings.delivery_concurrency),
         waker=producer.deliveries,
         job_waker=producer.jobs,
+        hand_back_sessions=hand_back_sessions,
     )
 
     @worker_process_init.connect(weak=False)
     def _reset_after_fork(**_kwargs: object) -> None:
         # Connections inherited from the parent would be shared between processes.
         engine.dispose(close=False)
+        hand_back_engine.dispose(close=False)
         # The pool processes take leases and set due times: on Postgres' clock, not the host's.
         follow_database(engine, settings.clock_skew_seconds)
 

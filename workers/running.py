@@ -1,14 +1,16 @@
-"""Running jobs: a drain claims the next queued job, runs it, and records its outcome together
-with the claim of the one after it.
+"""Running jobs: a drain claims queued jobs, runs them, and records their outcomes together with
+the next claim.
 
 Every step is lease-checked: a worker whose lease ran out (it was too slow, or cut off from
 Postgres) finds the job taken over and records nothing. The outcome and the events it raises are
 written in one transaction (the outbox), so a job ends if and only if its events exist.
 
-A drain leases only the job it is running, so a slow job holds up no other job: the others stay
-queued for any other process, and the wake key lapses while a job runs long (see app/queues.py),
-so new work wakes another process instead of waiting. Short jobs cost one transaction each: the
-finish of one and the claim of the next.
+For short jobs the bookkeeping costs more than the job, so a drain leases a few queued jobs at
+once and records the ends of quick ones together: one transaction for the ends of a batch and
+the next claim. A slow job still holds up no other job: before a job that may take a while,
+what ended before it is recorded; if a job runs long anyway, a watchdog thread records what
+waits and puts the jobs not yet started back on the queue; and the wake key lapses while a job
+runs long (see app/queues.py), so new work wakes another process instead of waiting.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from app.schemas import JobSchema
 from app.services import outbox
 from app.services.ordering import lock_key, note_held
 from config.settings import Settings
+from workers.job_watchdog import Finished, Watchdog
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -57,6 +60,15 @@ KEY_REFRESH_SECONDS = 0.05
 # a delivery drain claims expired delivery leases itself. The sweep does it too, but its message
 # waits behind busy drains on every process that could take it.
 STRANDED_CHECK_SECONDS = 1.0
+# A drain leases up to this many queued jobs at once: for short jobs the claim, the commit and
+# the wakes then cost a round trip per batch, not per job. A worker killed mid-batch leaves
+# them to be taken over when their lease runs out, as it leaves the job it was running.
+CLAIM_BATCH = 10
+# A job type whose last run in this process took less than this may run while the ends of the
+# jobs before it wait to be recorded together with its own ...
+QUICK_JOB_MS = 5
+# ... but no end waits longer than this for the jobs after it.
+RECORD_WITHIN_SECONDS = 0.02
 
 
 class LeaseLost(Exception):
@@ -89,17 +101,17 @@ class Outcome:
         return self.error is None
 
 
-# Lease the oldest queued job nobody holds, and say whether more are queued (so the drain can
-# ask for help). SKIP LOCKED lets any number of drains claim side by side.
+# Lease the oldest queued jobs nobody holds (up to :limit), and say whether more are queued (so
+# the drain can ask for help). SKIP LOCKED lets any number of drains claim side by side.
 _CLAIM_NEXT = PreparedStatement(
-    "boomerang_claim_job",
+    "boomerang_claim_jobs",
     text(
         """
     WITH next AS (
         SELECT id FROM job
         WHERE status = 'queued' AND attempts < max_attempts AND (:any_id OR id = :only)
         ORDER BY enqueued_at
-        LIMIT 1
+        LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
     UPDATE job
@@ -108,11 +120,45 @@ _CLAIM_NEXT = PreparedStatement(
     FROM next
     WHERE job.id = next.id
     RETURNING job.id, job.type, job.input, job.attempts, job.traceparent, job.tenant_id,
+              job.enqueued_at,
               EXISTS (SELECT 1 FROM job queued
-                      WHERE queued.status = 'queued' AND queued.id <> job.id) AS more
+                      WHERE queued.status = 'queued'
+                        AND queued.id NOT IN (SELECT id FROM next)) AS more
     """
     ),
 )
+
+
+def claim_jobs(
+    session: Session,
+    now: datetime,
+    settings: Settings,
+    limit: int = 1,
+    only: uuid.UUID | None = None,
+) -> tuple[list[ClaimedJob], bool]:
+    """Lease up to ``limit`` of the oldest queued jobs (or only ``only``, if it is queued), in
+    queue order; (the jobs, whether others are queued)."""
+    lease_id = uuid.uuid4()
+    rows = _CLAIM_NEXT.execute(
+        session.connection(),
+        {
+            "any_id": only is None,
+            "only": only,
+            "limit": limit,
+            "lease_id": lease_id,
+            "now": now,
+            "locked_until": now + timedelta(seconds=settings.job_lease_seconds),
+        },
+    ).all()
+    # In queue order, as ORDER BY enqueued_at picked them (NULLs last).
+    rows = sorted(rows, key=lambda row: (row.enqueued_at is None, row.enqueued_at or 0))
+    claimed = [
+        ClaimedJob(
+            row.id, row.type, row.input, lease_id, row.attempts, row.traceparent, row.tenant_id
+        )
+        for row in rows
+    ]
+    return claimed, any(row.more for row in rows)
 
 
 def claim_next_job(
@@ -120,23 +166,33 @@ def claim_next_job(
 ) -> tuple[ClaimedJob | None, bool]:
     """Lease the oldest queued job (or only ``only``, if it is queued); (the job or None,
     whether others are queued)."""
-    lease_id = uuid.uuid4()
-    row = _CLAIM_NEXT.execute(
-        session.connection(),
-        {
-            "any_id": only is None,
-            "only": only,
-            "lease_id": lease_id,
-            "now": now,
-            "locked_until": now + timedelta(seconds=settings.job_lease_seconds),
-        },
-    ).one_or_none()
-    if row is None:
-        return None, False
-    claimed = ClaimedJob(
-        row.id, row.type, row.input, lease_id, row.attempts, row.traceparent, row.tenant_id
-    )
-    return claimed, row.more
+    claimed, more = claim_jobs(session, now, settings, only=only)
+    return (claimed[0] if claimed else None), more
+
+
+# Jobs a drain leased but has not started go back to the queue as they were: their attempt
+# was never made.
+_RELEASE = PreparedStatement(
+    "boomerang_release_jobs",
+    text(
+        """
+    UPDATE job
+    SET status = 'queued', attempts = job.attempts - 1, lease_id = NULL, locked_until = NULL
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND lease_id = :lease_id AND status = 'running'
+    """
+    ),
+)
+
+
+def release_jobs(session: Session, claimed: Sequence[ClaimedJob]) -> None:
+    """Queue again jobs this worker leased and never started (lease-checked)."""
+    by_lease: dict[uuid.UUID, list[str]] = {}
+    for job in claimed:
+        by_lease.setdefault(job.lease_id, []).append(str(job.id))
+    for lease_id, ids in by_lease.items():
+        _RELEASE.execute(session.connection(), {"ids": ids, "lease_id": lease_id})
+    if claimed:
+        wake_jobs(session)
 
 
 def has_queued_jobs(session: Session) -> bool:
@@ -263,22 +319,26 @@ def check_storable(result: Any) -> None:
         raise ValueError("the result contains a NUL character, which cannot be stored")
 
 
-# Lease-checked changes to a running job, each one statement returning the row as changed, so a
+# Lease-checked changes to running jobs, each one statement returning the rows as changed, so a
 # takeover cannot land between a read and the write. Written out once: they run for every job.
 # (Its columns are named, not *: a prepared statement's result cannot change shape when a
-# migration adds a column under a worker still running.) It also takes the job's ordering-key
-# lock and reads the tenant's filtered callbacks, which publishing the job's end needs next:
-# two round trips fewer for every job.
+# migration adds a column under a worker still running.) The finish ends any number of jobs at
+# once, and also takes each job's ordering-key lock and reads its tenant's filtered callbacks,
+# which publishing the job's end needs next: two round trips fewer for every job.
 _FINISH = PreparedStatement(
-    "boomerang_finish_job",
+    "boomerang_finish_jobs",
     text(
         f"""
         UPDATE job
-        SET status = :status, result = CAST(:result AS jsonb), error = :error,
+        SET status = ended.status, result = CAST(ended.result AS jsonb), error = ended.error,
             finished_at = :now, locked_until = NULL, lease_id = NULL
-        WHERE id = :id AND lease_id = :lease_id AND status = 'running'
+        FROM unnest(CAST(:ids AS uuid[]), CAST(:lease_ids AS uuid[]),
+                    CAST(:statuses AS text[]), CAST(:results AS text[]),
+                    CAST(:errors AS text[]), CAST(:ordering_locks AS bigint[]))
+             AS ended(id, lease_id, status, result, error, ordering_lock)
+        WHERE job.id = ended.id AND job.lease_id = ended.lease_id AND job.status = 'running'
         RETURNING {", ".join(f"job.{column.name}" for column in Job.__table__.columns)},
-            pg_advisory_xact_lock(CAST(:ordering_lock AS bigint)) AS ordering_locked,
+            pg_advisory_xact_lock(ended.ordering_lock) AS ordering_locked,
             (SELECT coalesce(json_agg(json_build_array(callback.id, callback.filter)), '[]')
              FROM callback
              WHERE callback.tenant_id = job.tenant_id AND callback.filter IS NOT NULL
@@ -346,29 +406,45 @@ def record_progress(
 
 def finish_job(session: Session, claimed: ClaimedJob, now: datetime, outcome: Outcome) -> bool:
     """Record the outcome and, in the same transaction, the events it raises (the outbox)."""
-    ended = _ended(outcome, now)
-    # A job's events are ordered by the job's id (app/services/outbox.py).
-    ordering = [(claimed.tenant_id, str(claimed.id))] if claimed.tenant_id else []
-    row = _FINISH.execute(
+    return finish_jobs(session, [(claimed, outcome)], now) == 1
+
+
+def finish_jobs(
+    session: Session, finished: Sequence[tuple[ClaimedJob, Outcome]], now: datetime
+) -> int:
+    """Record each outcome and, in the same transaction, the events it raises (the outbox); how
+    many were recorded (a job whose lease expired belongs to another worker now)."""
+    if not finished:
+        return 0
+    ends = [(claimed, outcome, _ended(outcome, now)) for claimed, outcome in finished]
+    rows = _FINISH.execute(
         session.connection(),
         {
-            "id": claimed.id,
-            "lease_id": claimed.lease_id,
-            "status": ended["status"].value,
-            "result": json.dumps(ended["result"]),
-            "error": ended["error"],
+            "ids": [str(claimed.id) for claimed, _, _ in ends],
+            "lease_ids": [str(claimed.lease_id) for claimed, _, _ in ends],
+            "statuses": [ended["status"].value for _, _, ended in ends],
+            "results": [json.dumps(ended["result"]) for _, _, ended in ends],
+            "errors": [ended["error"] for _, _, ended in ends],
+            # A job's events are ordered by the job's id (app/services/outbox.py).
+            "ordering_locks": [
+                lock_key(claimed.tenant_id, str(claimed.id)) if claimed.tenant_id else None
+                for claimed, _, _ in ends
+            ],
             "now": now,
-            "ordering_lock": lock_key(*ordering[0]) if ordering else None,
         },
-    ).one_or_none()
-    if row is None:
-        return False  # the lease expired and another worker owns the job now
-    note_held(session, ordering)
-    filters = [(uuid.UUID(callback_id), text) for callback_id, text in row.callback_filters]
-    # Recorded after the run's span ended (with the next claim), but what it raises is the run's.
-    with tracing.within(outcome.span):
-        _raise_end(session, _as_job(row), now, callback_filters=filters)
-    return True
+    ).all()
+    ended_rows = {row.id: row for row in rows}
+    for claimed, outcome, _ in ends:
+        row = ended_rows.get(claimed.id)
+        if row is None:
+            continue
+        if claimed.tenant_id:
+            note_held(session, [(claimed.tenant_id, str(claimed.id))])
+        filters = [(uuid.UUID(callback_id), text) for callback_id, text in row.callback_filters]
+        # Recorded after the run's span ended, but what it raises is the run's.
+        with tracing.within(outcome.span), bind_log_context(job_id=claimed.id):
+            _raise_end(session, _as_job(row), now, callback_filters=filters)
+    return len(ended_rows)
 
 
 def _ended(outcome: Outcome, now: datetime) -> dict[str, Any]:
@@ -413,15 +489,15 @@ class DrainStats:
     succeeded: int = 0
 
 
-@dataclass(frozen=True)
-class _Finished:
-    claimed: ClaimedJob
-    outcome: Outcome
-    ran_at: float  # monotonic, when the job's run ended
-
-
 class JobDrain:
-    """Runs queued jobs one after another in one worker process."""
+    """Runs queued jobs one after another in one worker process.
+
+    It leases up to ``CLAIM_BATCH`` jobs at a time (fewer after a job ran long). The ends of
+    quick jobs (of a type whose last run here took under ``QUICK_JOB_MS``) are recorded
+    together, with the next claim, in one transaction; any other job's end is recorded before
+    the next job starts. A job that runs long has the rest of its batch handed back by the
+    watchdog.
+    """
 
     def __init__(
         self,
@@ -429,12 +505,24 @@ class JobDrain:
         session_factory: sessionmaker[Session],
         waker: Waker,
         clock: Callable[[], datetime] = utcnow,
+        hand_back_sessions: sessionmaker[Session] | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.waker = waker
         self.clock = clock
+        # The watchdog's sessions. Best from a pool of their own: taking the connection the
+        # running job's progress reports would reuse makes those open a new one, which fails at
+        # once while Postgres does not answer, where the pooled one would wait for it.
+        self.hand_back_sessions = hand_back_sessions or session_factory
         self._stranded_checked_at = float("-inf")
+        self._key_set_at: float | None = None
+        self._last_run_ms: dict[str, float] = {}
+        self._watchdog = Watchdog(self._hand_back, overdue_ms=SHORT_JOB_MS)
+        # How many jobs the next claim leases: one after a batch that had a job run long (its
+        # queue may be all slow jobs, each of which would hand the rest back), doubling after
+        # each batch that did not, up to CLAIM_BATCH.
+        self._claim_size = CLAIM_BATCH
 
     def drain(self, budget_seconds: float = DRAIN_SECONDS) -> DrainStats:
         """Run queued jobs until none are left or the budget is spent, then return."""
@@ -442,79 +530,148 @@ class JobDrain:
         deadline = time.monotonic() + budget_seconds
         with self.session_factory() as session:
             try:
-                finished: _Finished | None = None
-                key_set_at: float | None = None
+                finished: list[Finished] = []
+                to_release: list[ClaimedJob] = []
+                self._key_set_at = None
                 while True:
                     take_more = time.monotonic() < deadline
-                    claimed, more = self._record_and_claim(session, finished, take_more)
-                    finished = None
-                    if claimed is None and take_more:
-                        key_set_at = None  # lingering and stopping rewrite the key
-                        claimed, more = self._linger(session)
-                    if claimed is None and take_more:
+                    batch, more = self._record_and_claim(session, finished, take_more, to_release)
+                    finished, to_release = [], []
+                    if not batch and take_more:
+                        self._key_set_at = None  # lingering and stopping rewrite the key
+                        batch, more = self._linger(session)
+                    if not batch and take_more:
                         # Clear the key, then look once more: work committed after this look
                         # finds the key gone and sends a wake.
                         self.waker.about_to_stop()
-                        claimed, more = self._record_and_claim(session, None, True)
-                    if claimed is None:
+                        batch, more = self._record_and_claim(session, [], True)
+                    if not batch:
                         if not take_more:
                             self._hand_over(session)
                         break
-                    if key_set_at is None or time.monotonic() - key_set_at >= KEY_REFRESH_SECONDS:
-                        # Set a moment ago, the key still outlives a short job: a run of short
-                        # jobs costs one Redis round trip per refresh, not one per job.
-                        self.waker.draining(for_ms=SHORT_JOB_MS)
-                        key_set_at = time.monotonic()
                     if more:
                         self.waker.ask_for_help()
-                    outcome = run_claimed(session, self.settings, claimed, self.clock)
-                    if outcome is not None:
-                        finished = _Finished(claimed, outcome, time.monotonic())
-                        stats.jobs += 1
-                        stats.succeeded += int(outcome.succeeded)
+                    finished, to_release = self._run_batch(session, batch, stats)
             except BaseException:
                 # Whatever stopped this drain, it no longer holds the key.
                 self.waker.about_to_stop()
                 raise
         return stats
 
-    def _record_and_claim(
-        self, session: Session, finished: _Finished | None, claim: bool
-    ) -> tuple[ClaimedJob | None, bool]:
-        """In one transaction: the finished job's outcome and events, and the next claim."""
+    def _run_batch(
+        self, session: Session, batch: Sequence[ClaimedJob], stats: DrainStats
+    ) -> tuple[list[Finished], list[ClaimedJob]]:
+        """Run a claimed batch; the ends still to record, and the jobs still to release."""
+        self._watchdog.watch(batch)
+        try:
+            while (claimed := self._watchdog.next_job()) is not None:
+                oldest_end = self._watchdog.oldest_end()
+                if oldest_end is not None and (
+                    self._last_run_ms.get(claimed.type, float("inf")) >= QUICK_JOB_MS
+                    or time.monotonic() - oldest_end >= RECORD_WITHIN_SECONDS
+                ):
+                    # This one may take a while: what ended before it is recorded first.
+                    self._record_and_claim(session, self._watchdog.take_ended(), claim=False)
+                if (
+                    self._key_set_at is None
+                    or time.monotonic() - self._key_set_at >= KEY_REFRESH_SECONDS
+                ):
+                    # Set a moment ago, the key still outlives a short job: a run of short
+                    # jobs costs one Redis round trip per refresh, not one per job.
+                    self.waker.draining(for_ms=SHORT_JOB_MS)
+                    self._key_set_at = time.monotonic()
+                self._watchdog.start(claimed)
+                started = time.monotonic()
+                outcome = None
+                try:
+                    outcome = run_claimed(session, self.settings, claimed, self.clock)
+                finally:
+                    ran_at = time.monotonic()
+                    self._last_run_ms[claimed.type] = (ran_at - started) * 1000
+                    self._watchdog.end(
+                        None if outcome is None else Finished(claimed, outcome, ran_at)
+                    )
+                if outcome is not None:
+                    stats.jobs += 1
+                    stats.succeeded += int(outcome.succeeded)
+        except BaseException:
+            # Hand back what this drain holds, once and without waiting for Postgres: the
+            # drain is stopping, and what cannot be handed back is taken over after its lease.
+            ended, unstarted, _ = self._watchdog.stop_watching()
+            self._hand_back(ended, unstarted, retry=False)
+            raise
+        ended, to_release, ran_long = self._watchdog.stop_watching()
+        self._claim_size = 1 if ran_long else min(CLAIM_BATCH, 2 * self._claim_size)
+        return ended, to_release
 
-        def work() -> tuple[ClaimedJob | None, bool]:
+    def _hand_back(
+        self, ended: list[Finished], unstarted: list[ClaimedJob], retry: bool = True
+    ) -> bool:
+        """Record ``ended`` and queue ``unstarted`` again, on a session of its own; whether that
+        was done."""
+        if not (ended or unstarted):
+            return True
+        try:
+            with self.hand_back_sessions() as session:
+
+                def work() -> None:
+                    finish_jobs(session, [(f.claimed, f.outcome) for f in ended], self.clock())
+                    release_jobs(session, unstarted)
+
+                commit_with_retry(
+                    session,
+                    work,
+                    give_up_after_seconds=self.settings.job_lease_seconds / 2 if retry else 0,
+                )
+        except Exception:
+            log.exception(
+                "could not hand back %d ended and %d unstarted jobs", len(ended), len(unstarted)
+            )
+            return False
+        return True
+
+    def _record_and_claim(
+        self,
+        session: Session,
+        finished: list[Finished],
+        claim: bool,
+        to_release: Sequence[ClaimedJob] = (),
+    ) -> tuple[list[ClaimedJob], bool]:
+        """In one transaction: the finished jobs' outcomes and events, the release of jobs this
+        drain will not run, and the next claim."""
+
+        def work() -> tuple[list[ClaimedJob], bool]:
             now = self.clock()
-            if finished is not None:
-                with bind_log_context(job_id=finished.claimed.id):
-                    finish_job(session, finished.claimed, now, finished.outcome)
+            finish_jobs(session, [(f.claimed, f.outcome) for f in finished], now)
+            release_jobs(session, to_release)
             if not claim:
-                return None, False
+                return [], False
             if time.monotonic() - self._stranded_checked_at >= STRANDED_CHECK_SECONDS:
                 # An indexed probe of unfinished jobs, once a second: cheap beside the claims.
                 requeue_stranded_jobs(session, now, self.settings)
                 self._stranded_checked_at = time.monotonic()
-            return claim_next_job(session, now, self.settings)
+            return claim_jobs(session, now, self.settings, limit=self._claim_size)
 
-        if finished is None:
+        if not (finished or to_release):
             result = work()
             session.commit()
             return result
-        # The job has run; keep trying to record it rather than run it again after an outage.
+        # The jobs have run; keep trying to record them rather than run them again after an
+        # outage.
         return commit_with_retry(
             session, work, give_up_after_seconds=self.settings.job_lease_seconds / 2
         )
 
-    def _linger(self, session: Session) -> tuple[ClaimedJob | None, bool]:
+    def _linger(self, session: Session) -> tuple[list[ClaimedJob], bool]:
         """Nothing queued: keep the key and look again for a moment before giving up."""
         self.waker.draining()
         until = time.monotonic() + LINGER_SECONDS
         while time.monotonic() < until:
             time.sleep(LINGER_POLL_SECONDS)
-            claimed, more = self._record_and_claim(session, None, True)
-            if claimed is not None:
+            claimed, more = self._record_and_claim(session, [], True)
+            if claimed:
                 return claimed, more
-        return None, False
+        return [], False
 
     def _hand_over(self, session: Session) -> None:
         """Out of time: let a fresh drain take what is queued now."""

@@ -1,9 +1,10 @@
-"""The job drain on real Postgres and Redis: it runs what is queued, records each job with the
-next claim, and a slow job holds up no other job."""
+"""The job drain on real Postgres and Redis: it runs what is queued, records the ends of quick
+jobs together with the next claim, and a slow job holds up no other job."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 import uuid
@@ -18,7 +19,13 @@ from app.models import Delivery, Job, JobStatus, Message, Tenant
 from app.queues import JOB_WAKE, Waker
 from tests import custom_jobs
 from tests.factories import make_callback, make_job
-from workers.running import KEY_REFRESH_SECONDS, SHORT_JOB_MS, JobDrain
+from workers.running import (
+    KEY_REFRESH_SECONDS,
+    SHORT_JOB_MS,
+    JobDrain,
+    claim_jobs,
+    release_jobs,
+)
 
 
 def job_waker(settings, sent: list[str]) -> Waker:
@@ -209,3 +216,150 @@ def test_a_job_end_takes_its_key_and_reads_the_filters_in_the_statement_that_end
     )
     assert sent_to == {heard.id}
     assert skipped.id not in sent_to
+
+
+def test_quick_jobs_are_leased_and_recorded_a_batch_at_a_time(db_session, settings, tenant, engine):
+    only_this_tests_jobs_queued(db_session)
+    jobs = [make_job(db_session, tenant.row, "echo", {"n": n}) for n in range(8)]
+    db_session.commit()
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 (a one-line listener)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        stats = JobDrain(
+            settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, [])
+        ).drain()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+    assert stats.jobs == 8
+    db_session.expire_all()
+    assert {db_session.get(Job, job.id).status for job in jobs} == {JobStatus.SUCCEEDED}
+    finishes = [s for s in statements if s.startswith("EXECUTE boomerang_finish_jobs")]
+    claims = [s for s in statements if s.startswith("EXECUTE boomerang_claim_jobs")]
+    # Once the first echo has run, the type is known to be quick, so the ends wait for each other
+    # (unless one waited longer than a few milliseconds on a busy machine).
+    assert 1 <= len(finishes) <= 3
+    # One claim leased all eight; the others looked for more (and lingered a while).
+    assert claims and not [s for s in statements if "boomerang_claim_job(" in s]
+
+
+def queue_quick_then_slow(engine, tenant_id) -> list[uuid.UUID]:
+    """A quick "wait" (so the drain learns the type is quick), an echo, a "wait" that runs until
+    released, and an echo, in that order."""
+    with Session(engine) as session:
+        owner = session.get(Tenant, tenant_id)
+        queued_at = datetime.now(UTC)
+        inputs = [("wait", {"seconds": 0}), ("echo", {}), ("wait", {"seconds": 20}), ("echo", {})]
+        ids = [
+            make_job(
+                session, owner, job_type, data, enqueued_at=queued_at + timedelta(seconds=n)
+            ).id
+            for n, (job_type, data) in enumerate(inputs)
+        ]
+        session.commit()
+    return ids
+
+
+def test_a_job_that_runs_long_hands_the_rest_of_its_batch_back(engine, settings, committed_tenant):
+    load_job_modules(["tests.custom_jobs"])
+    custom_jobs.released.clear()
+    ids = queue_quick_then_slow(engine, committed_tenant)
+    quick_wait, echo_before, slow, echo_after = ids
+    factory = lambda: Session(engine, expire_on_commit=False)  # noqa: E731 (a factory, inline)
+    drain = JobDrain(settings, factory, job_waker(settings, []))
+    # One claim takes all four: the drain runs "wait" once quickly, so it counts that type as
+    # quick, and the echo before the slow run waits to be recorded with what follows.
+    running = threading.Thread(target=lambda: drain.drain(budget_seconds=5))
+    running.start()
+    try:
+        with Session(engine) as session:
+
+            def job(job_id):
+                return session.get(Job, job_id, populate_existing=True)
+
+            deadline = time.monotonic() + 10
+            while job(echo_after).lease_id is not None or job(echo_before).finished_at is None:
+                assert time.monotonic() < deadline, "the batch was never handed back"
+                time.sleep(0.05)
+            # While the slow job runs: the end before it is recorded, the job after it is queued
+            # again as if never claimed, and the slow one is still this drain's.
+            assert job(echo_before).status == JobStatus.SUCCEEDED
+            assert job(quick_wait).status == JobStatus.SUCCEEDED
+            handed_back = job(echo_after)
+            assert (handed_back.status, handed_back.attempts) == (JobStatus.QUEUED, 0)
+            assert job(slow).status == JobStatus.RUNNING
+    finally:
+        custom_jobs.released.set()
+        running.join(30)
+    with Session(engine) as session:
+        ended = [session.get(Job, job_id) for job_id in ids]
+        assert [job.status for job in ended] == [JobStatus.SUCCEEDED] * 4
+        # The handed-back job ran once, after the slow one.
+        assert [job.attempts for job in ended] == [1, 1, 1, 1]
+
+
+def test_what_the_watchdog_could_not_hand_back_is_released_not_run(
+    engine, settings, committed_tenant
+):
+    load_job_modules(["tests.custom_jobs"])
+    custom_jobs.released.clear()
+    ids = queue_quick_then_slow(engine, committed_tenant)
+    _, echo_before, slow, echo_after = ids
+    factory = lambda: Session(engine, expire_on_commit=False)  # noqa: E731 (a factory, inline)
+    drain = JobDrain(settings, factory, job_waker(settings, []))
+    tried: list[tuple[list, list]] = []
+
+    def postgres_away(ended, unstarted):
+        tried.append(([f.claimed.id for f in ended], [job.id for job in unstarted]))
+        return False
+
+    drain._watchdog._hand_back = postgres_away
+    released: list[str] = []
+    listener = lambda *args: released.append(args[2])  # noqa: E731 (a one-line listener)
+    running = threading.Thread(target=lambda: drain.drain(budget_seconds=5))
+    running.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not tried:
+            assert time.monotonic() < deadline, "the watchdog never tried"
+            time.sleep(0.05)
+        event.listen(engine, "before_cursor_execute", listener)
+    finally:
+        custom_jobs.released.set()
+        running.join(30)
+        event.remove(engine, "before_cursor_execute", listener)
+    assert tried == [([echo_before], [echo_after])]
+    # After the slow job, the drain recorded the end the watchdog held and put the job it had
+    # not started back on the queue, before it ran that job again under a new claim.
+    after_slow = [s for s in released if s.startswith("EXECUTE boomerang_")]
+    release = next(n for n, s in enumerate(after_slow) if "boomerang_release_jobs" in s)
+    claim = next(n for n, s in enumerate(after_slow) if "boomerang_claim_jobs" in s)
+    assert release < claim
+    with Session(engine) as session:
+        assert [session.get(Job, job_id).status for job_id in ids] == [JobStatus.SUCCEEDED] * 4
+        assert session.get(Job, slow).attempts == 1
+
+
+def test_releasing_jobs_queues_them_as_they_were_and_only_under_their_lease(
+    db_session, settings, tenant
+):
+    only_this_tests_jobs_queued(db_session)
+    jobs = [make_job(db_session, tenant.row, "echo", {"n": n}) for n in range(2)]
+    claimed, more = claim_jobs(db_session, datetime.now(UTC), settings, limit=5)
+    assert {job.id for job in claimed} == {job.id for job in jobs} and not more
+    someone_elses = dataclasses.replace(claimed[0], lease_id=uuid.uuid4())
+
+    release_jobs(db_session, [someone_elses])
+    db_session.expire_all()
+    assert db_session.get(Job, jobs[0].id).status == JobStatus.RUNNING
+
+    release_jobs(db_session, claimed)
+    db_session.expire_all()
+    for job in jobs:
+        released = db_session.get(Job, job.id)
+        assert (released.status, released.attempts, released.lease_id) == (
+            JobStatus.QUEUED,
+            0,
+            None,
+        )
