@@ -22,6 +22,7 @@ from tests.factories import make_callback, make_job
 from workers.running import (
     KEY_REFRESH_SECONDS,
     SHORT_JOB_MS,
+    DrainStats,
     JobDrain,
     claim_jobs,
     release_jobs,
@@ -39,6 +40,20 @@ def only_this_tests_jobs_queued(session: Session) -> None:
     session.execute(
         update(Job).where(Job.status == JobStatus.QUEUED).values(status=JobStatus.FAILED)
     )
+
+
+def drain_sending(engine, settings, session: Session) -> tuple[DrainStats, list[str]]:
+    """Drain on ``session``: what it did, and every statement it sent."""
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 (a one-line listener)
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        stats = JobDrain(
+            settings, lambda: contextlib.nullcontext(session), job_waker(settings, [])
+        ).drain()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    return stats, statements
 
 
 def test_a_drain_runs_every_queued_job_and_raises_each_ones_events(db_session, settings, tenant):
@@ -196,15 +211,7 @@ def test_a_job_end_takes_its_key_and_reads_the_filters_in_the_statement_that_end
     )
     job = make_job(db_session, tenant.row, "echo", {"n": 1})
     db_session.commit()
-    statements: list[str] = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731 (a one-line listener)
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        stats = JobDrain(
-            settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, [])
-        ).drain()
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
+    stats, statements = drain_sending(engine, settings, db_session)
 
     assert stats.jobs == 1
     # Neither asked for again: the finish statement took the lock and read the filters.
@@ -222,15 +229,7 @@ def test_quick_jobs_are_leased_and_recorded_a_batch_at_a_time(db_session, settin
     only_this_tests_jobs_queued(db_session)
     jobs = [make_job(db_session, tenant.row, "echo", {"n": n}) for n in range(8)]
     db_session.commit()
-    statements: list[str] = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731 (a one-line listener)
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        stats = JobDrain(
-            settings, lambda: contextlib.nullcontext(db_session), job_waker(settings, [])
-        ).drain()
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
+    stats, statements = drain_sending(engine, settings, db_session)
 
     assert stats.jobs == 8
     db_session.expire_all()
