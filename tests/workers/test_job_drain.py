@@ -243,9 +243,11 @@ def test_quick_jobs_are_leased_and_recorded_a_batch_at_a_time(db_session, settin
     assert claims and not [s for s in statements if "boomerang_claim_job(" in s]
 
 
-def queue_quick_then_slow(engine, tenant_id) -> list[uuid.UUID]:
-    """A quick "wait" (so the drain learns the type is quick), an echo, a "wait" that runs until
-    released, and an echo, in that order."""
+def quick_then_slow(engine, settings, tenant_id) -> tuple[list[uuid.UUID], JobDrain]:
+    """Queued in this order: a quick "wait" (so the drain learns the type is quick), an echo, a
+    "wait" that runs until released, and an echo; and a drain with sessions of its own."""
+    load_job_modules(["tests.custom_jobs"])
+    custom_jobs.released.clear()
     with Session(engine) as session:
         owner = session.get(Tenant, tenant_id)
         queued_at = datetime.now(UTC)
@@ -257,16 +259,13 @@ def queue_quick_then_slow(engine, tenant_id) -> list[uuid.UUID]:
             for n, (job_type, data) in enumerate(inputs)
         ]
         session.commit()
-    return ids
+    factory = lambda: Session(engine, expire_on_commit=False)  # noqa: E731 (a factory, inline)
+    return ids, JobDrain(settings, factory, job_waker(settings, []))
 
 
 def test_a_job_that_runs_long_hands_the_rest_of_its_batch_back(engine, settings, committed_tenant):
-    load_job_modules(["tests.custom_jobs"])
-    custom_jobs.released.clear()
-    ids = queue_quick_then_slow(engine, committed_tenant)
+    ids, drain = quick_then_slow(engine, settings, committed_tenant)
     quick_wait, echo_before, slow, echo_after = ids
-    factory = lambda: Session(engine, expire_on_commit=False)  # noqa: E731 (a factory, inline)
-    drain = JobDrain(settings, factory, job_waker(settings, []))
     # One claim takes all four: the drain runs "wait" once quickly, so it counts that type as
     # quick, and the echo before the slow run waits to be recorded with what follows.
     running = threading.Thread(target=lambda: drain.drain(budget_seconds=5))
@@ -301,12 +300,8 @@ def test_a_job_that_runs_long_hands_the_rest_of_its_batch_back(engine, settings,
 def test_what_the_watchdog_could_not_hand_back_is_released_not_run(
     engine, settings, committed_tenant
 ):
-    load_job_modules(["tests.custom_jobs"])
-    custom_jobs.released.clear()
-    ids = queue_quick_then_slow(engine, committed_tenant)
+    ids, drain = quick_then_slow(engine, settings, committed_tenant)
     _, echo_before, slow, echo_after = ids
-    factory = lambda: Session(engine, expire_on_commit=False)  # noqa: E731 (a factory, inline)
-    drain = JobDrain(settings, factory, job_waker(settings, []))
     tried: list[tuple[list, list]] = []
 
     def postgres_away(ended, unstarted):
