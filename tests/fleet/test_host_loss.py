@@ -232,13 +232,15 @@ def scheduler(fleet: Fleet) -> tuple[Host, bool]:
 
 
 def sweep_times(host: Host, since: float) -> list[float]:
-    """When the host's delivery worker finished each sweep after ``since`` (epoch)."""
+    """When the host's workers finished each sweep after ``since`` (epoch). Both take it from
+    the maintenance queue, whichever has a process free first."""
     times = []
-    for line in host.log("deliveries").splitlines():
-        if "boomerang.sweep[" in line and " succeeded in " in line:
-            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            if at >= since:
-                times.append(at)
+    for worker in ("jobs", "deliveries"):
+        for line in host.log(worker).splitlines():
+            if "boomerang.sweep[" in line and " succeeded in " in line:
+                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                if at >= since:
+                    times.append(at)
     return times
 
 
