@@ -42,6 +42,15 @@ _CHECKED_IN_AT = "boomerang.checked_in_at"
 IDLE_PING_SECONDS = 1.0
 
 
+# Probed after this many idle seconds, then every interval; ended after count unanswered probes:
+# within about 11 s of its host going silent.
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": 5,
+    "tcp_keepalives_interval": 2,
+    "tcp_keepalives_count": 3,
+}
+
+
 def make_engine(
     settings: Settings, statement_timeout_seconds: float | None = None, **kwargs: Any
 ) -> Engine:
@@ -56,6 +65,11 @@ def make_engine(
     # planning them per call cost Postgres more than running them. Only prepared statements
     # follow this setting; every other statement is sent as text and planned with its values.
     server_options = ["-c plan_cache_mode=force_generic_plan"]
+    # A host that dies without closing its connections (power lost, link cut) leaves its
+    # sessions open on the server, and with them the rows they had locked, which other hosts'
+    # SKIP LOCKED claims then pass over: Postgres probes each idle connection and ends one
+    # whose host stopped answering (Linux's default waits over two hours).
+    server_options += [f"-c {name}={value}" for name, value in SERVER_KEEPALIVES.items()]
     if statement_timeout_seconds is not None:
         milliseconds = round(statement_timeout_seconds * 1000)
         server_options.append(f"-c statement_timeout={milliseconds}")

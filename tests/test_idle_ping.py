@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from app.db import ping_idle_connections
+from app.db import SERVER_KEEPALIVES, make_engine, ping_idle_connections
 
 
 @pytest.fixture
@@ -57,3 +57,17 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(pooled, engine):
         backend_pid(pool)
     # ... and SQLAlchemy replaced it after that one failure.
     assert backend_pid(pool) != first
+
+
+def test_the_server_probes_every_connection_so_a_dead_hosts_sessions_end(settings):
+    # Over TCP, as a worker on another host connects (the settings do nothing on a Unix socket).
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as connection:
+            shown = {
+                name: int(connection.execute(text(f"SHOW {name}")).scalar_one())
+                for name in SERVER_KEEPALIVES
+            }
+    finally:
+        engine.dispose()
+    assert shown == SERVER_KEEPALIVES
