@@ -4,12 +4,14 @@ carried the same webhook-id."""
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 
 import pytest
 
-from tests.fleet.conftest import LEASE_SECONDS, Fleet, Host, record_figures, wait_for
+from config.settings import Settings
+from tests.fleet.conftest import FLEET_ENV, LEASE_SECONDS, Fleet, Host, record_figures, wait_for
 from workers.leader import LOCK_KEY
 
 pytestmark = pytest.mark.fleet
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.fleet
 TAKEOVER_SLACK_SECONDS = 1.5
 # The longest the fleet may go without a sweep after the scheduler's host dies.
 SWEEP_GAP_SECONDS = 2.5
+JOB_PROCESSES_A_HOST = Settings.from_env(FLEET_ENV).job_concurrency
 
 
 def held_by(fleet: Fleet, host: Host) -> dict[str, set[str]]:
@@ -138,8 +141,11 @@ def test_a_host_killed_mid_burst_has_its_leases_finished_by_the_others_within_on
     # most a second late), and an idle jobs worker takes the sweep.
     if jobs_taken is not None:
         assert jobs_taken <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS
-    # A sleep job it was running starts again from the beginning (2 s).
-    assert recovery <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS + (2.5 if held["jobs"] else 1.5)
+    # The sleep jobs it held start again from the beginning (2 s each) on the two survivors' job
+    # processes. A drain claims several jobs at once and hands back the unstarted ones only a
+    # quarter second into a long job, so a host that dies at once may hold all six: two rounds.
+    rounds = math.ceil(len(held["jobs"]) / (2 * JOB_PROCESSES_A_HOST))
+    assert recovery <= LEASE_SECONDS + TAKEOVER_SLACK_SECONDS + (2.5 * rounds if rounds else 1.5)
 
 
 def running_a_job(fleet: Fleet, hosts: list[Host]) -> Host | None:
