@@ -316,7 +316,13 @@ class Delivery(Base):
 
     __tablename__ = "delivery"
     __table_args__ = (
-        Index("ix_delivery_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # Only what has a due time: parked deliveries are found through the ordering index
+        # below, and a plan looking up a key's pending deliveries must not walk this one whole.
+        Index(
+            "ix_delivery_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+        ),
         # The log newest first (app/services/deliveries.py), read backwards.
         Index("ix_delivery_tenant_newest", "tenant_id", "created_at", "id"),
         Index("ix_delivery_callback_newest", "callback_id", "created_at", "id"),

@@ -43,7 +43,10 @@ def read_backlog(session: Session, now: datetime) -> Backlog:
             func.min(Delivery.next_attempt_at).filter(due),
             failing,
             disabled,
-        ).where(Delivery.status == DeliveryStatus.PENDING)
+        )
+        # Parked deliveries (no due time yet) are counted in none of these, and are not in the
+        # index.
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at.is_not(None))
     ).one()
     due_count, leased_count, waiting_count, oldest_due, failing_count, disabled_count = row
     return Backlog(

@@ -201,14 +201,18 @@ _STRANDED = text(
         FROM delivery AS parked
         WHERE parked.status = 'pending' AND parked.next_attempt_at IS NULL
           AND parked.ordering_key IS NOT NULL
-          AND NOT EXISTS (
-              SELECT 1 FROM delivery AS ahead
+          -- The first pending of its key and lane, asked in ix_delivery_ordering_pending's
+          -- order as the claim asks it (workers/delivery/store.py).
+          AND parked.ordering_seq <= (
+              SELECT ahead.ordering_seq FROM delivery AS ahead
               WHERE ahead.status = 'pending'
                 AND coalesce(ahead.callback_id::text, ahead.url)
                     = coalesce(parked.callback_id::text, parked.url)
                 AND ahead.ordering_key = parked.ordering_key
                 AND ahead.tenant_id = parked.tenant_id
-                AND ahead.ordering_seq < parked.ordering_seq)
+              ORDER BY coalesce(ahead.callback_id::text, ahead.url), ahead.ordering_key,
+                       ahead.ordering_seq
+              LIMIT 1)
         ORDER BY parked.ordering_seq
         LIMIT :limit
         FOR UPDATE SKIP LOCKED)

@@ -97,15 +97,21 @@ _CLAIM = PreparedStatement(
           AND (locked_until IS NULL OR locked_until < :now)
           AND NOT (coalesce(callback_id::text, url) = ANY(CAST(:full_lanes AS text[])))
           AND (:any_id OR id = ANY(CAST(:ids AS uuid[])))
-          -- A keyed delivery goes only once nothing earlier of its key to its lane is pending.
-          AND (ordering_key IS NULL OR NOT EXISTS (
-              SELECT 1 FROM delivery AS ahead
+          -- A keyed delivery goes only once nothing earlier of its key to its lane is pending:
+          -- when it is the first of them. Asked in ix_delivery_ordering_pending's order, so even
+          -- a plan made while the table was nearly empty (a new database: one generic plan per
+          -- connection, see app/prepared.py) reads one entry of that index per candidate, rather
+          -- than walking the due index, which made each claim quadratic in the deliveries due.
+          AND (ordering_key IS NULL OR ordering_seq <= (
+              SELECT ahead.ordering_seq FROM delivery AS ahead
               WHERE ahead.status = 'pending'
                 AND coalesce(ahead.callback_id::text, ahead.url)
                     = coalesce(delivery.callback_id::text, delivery.url)
                 AND ahead.ordering_key = delivery.ordering_key
                 AND ahead.tenant_id = delivery.tenant_id
-                AND ahead.ordering_seq < delivery.ordering_seq))
+              ORDER BY coalesce(ahead.callback_id::text, ahead.url), ahead.ordering_key,
+                       ahead.ordering_seq
+              LIMIT 1))
         ORDER BY next_attempt_at
         LIMIT :scan
         FOR UPDATE SKIP LOCKED
