@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -52,13 +52,17 @@ SERVER_KEEPALIVES = {
 
 
 def make_engine(
-    settings: Settings, statement_timeout_seconds: float | None = None, **kwargs: Any
+    settings: Settings,
+    statement_timeout_seconds: float | None = None,
+    server_settings: Mapping[str, str] | None = None,
+    **kwargs: Any,
 ) -> Engine:
     """An engine for the configured database; connections idle for a while are pinged before
     use (see ``ping_idle_connections``).
 
     Connects and pool checkouts give up after ``BOOMERANG_DATABASE_CONNECT_TIMEOUT_SECONDS``;
     a process that serves requests or runs work also sets its statement_timeout.
+    ``server_settings`` are more of Postgres's settings for each connection.
     """
     url = make_url(settings.database_url).set(drivername="postgresql+psycopg2")
     # The hot path's prepared statements (app/prepared.py) are planned once, for any values:
@@ -70,6 +74,7 @@ def make_engine(
     # SKIP LOCKED claims then pass over: Postgres probes each idle connection and ends one
     # whose host stopped answering (Linux's default waits over two hours).
     server_options += [f"-c {name}={value}" for name, value in SERVER_KEEPALIVES.items()]
+    server_options += [f"-c {name}={value}" for name, value in (server_settings or {}).items()]
     if statement_timeout_seconds is not None:
         milliseconds = round(statement_timeout_seconds * 1000)
         server_options.append(f"-c statement_timeout={milliseconds}")

@@ -1,7 +1,10 @@
-"""The delivery claim's plan, made as a worker beside a new database makes it: one generic plan
-per connection, from statistics that say the table is nearly empty. Then 1,000 keyed deliveries
-fall due. Each candidate's check for an earlier pending delivery of its key must read one entry
-of the ordering index, not walk the due index (which made every claim quadratic in what was due).
+"""The delivery claim's plan, made as a worker on a new database makes it: one generic plan per
+connection (app/prepared.py), from a table Postgres has never analyzed, planned while the queue
+is empty or once 6,000 keyed deliveries are due. The claim must walk the due index in order and
+stop after the candidates it looks at, and each candidate's check for an earlier pending delivery
+of its key must read one entry of the ordering index. Plans that read and sort every due
+delivery, or walk the due index for each candidate, made each claim grow with the backlog (or
+with its square).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from tests.support.settings import (
     recreate_database,
     worker_number,
 )
+from workers.celery_app import QUEUE_PLANNER
 from workers.delivery.store import claim_deliveries
 
-DUE = 1000
+DUE = 6000
+CLAIM = 100
 
 _FILL = """
 WITH tenant AS (
@@ -67,10 +72,13 @@ def scans(plan: dict) -> Iterator[dict]:
         yield from scans(child)
 
 
-def test_a_claim_planned_beside_an_empty_queue_looks_each_key_up_in_the_ordering_index(
-    new_database: Settings,
+# The connection plans its claim (once, from a table Postgres has never analyzed) while the
+# queue is empty, or only once the backlog is there.
+@pytest.mark.parametrize("planned_empty", [True, False], ids=["planned-empty", "planned-full"])
+def test_a_claim_planned_on_a_new_database_walks_the_queue_head_and_looks_keys_up(
+    new_database: Settings, planned_empty: bool
 ):
-    engine = make_engine(new_database)
+    engine = make_engine(new_database, server_settings=QUEUE_PLANNER)  # as the workers connect
     statements: list[tuple[str, dict]] = []
 
     def remember(_conn, _cursor, statement, parameters, _context, _many):
@@ -78,15 +86,14 @@ def test_a_claim_planned_beside_an_empty_queue_looks_each_key_up_in_the_ordering
 
     try:
         with Session(engine) as session:
-            # The worker's connection prepares its claim while nothing is queued.
-            assert claim_deliveries(session, utcnow(), new_database, limit=100) == []
+            if planned_empty:
+                assert claim_deliveries(session, utcnow(), new_database, limit=CLAIM) == []
             session.execute(text(_FILL), {"due": DUE})
             session.commit()
-
             event.listen(engine, "before_cursor_execute", remember)
-            claimed = claim_deliveries(session, utcnow(), new_database, limit=100)
+            claimed = claim_deliveries(session, utcnow(), new_database, limit=CLAIM)
             event.remove(engine, "before_cursor_execute", remember)
-            assert len(claimed) == 100  # each is the first of its key, so each may go
+            assert len(claimed) == CLAIM  # each is the first of its key, so each may go
             session.rollback()
 
             execute, parameters = next(
@@ -110,5 +117,8 @@ def test_a_claim_planned_beside_an_empty_queue_looks_each_key_up_in_the_ordering
     lookups = [node for node in nodes if node.get("Alias") == "ahead"]
     assert lookups, "the claim no longer checks ordering keys"
     assert {node.get("Index Name") for node in lookups} == {"ix_delivery_ordering_pending"}
-    # One index entry a candidate, not every due delivery.
+    # One index entry a candidate, and candidates only as far as the claim looks (four times
+    # its size), not every due delivery.
     assert all(node["Actual Rows"] <= 1 for node in lookups)
+    assert all(node["Actual Loops"] <= 4 * CLAIM for node in lookups)
+    assert not [node for node in nodes if node["Node Type"].startswith("Bitmap")]
