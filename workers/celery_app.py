@@ -28,12 +28,15 @@ from workers.running import JobDrain
 # Longer than the web's: a worker waits out a slow Redis rather than give up on its consumer, yet
 # notices a hung one within seconds.
 WORKER_REDIS_TIMEOUT_SECONDS = 5.0
-# The workers' claims lease a few rows from the head of a queue: walking an index in order and
-# stopping there is right whatever the queue holds. Each connection plans them once (a generic
-# plan, app/prepared.py), and one planned while the queue was small chose a bitmap scan instead,
-# which reads and sorts every due row to lease a few: 13,000 due deliveries made a claim take
-# 77 ms instead of 5.
-QUEUE_PLANNER = {"enable_bitmapscan": "off"}
+# What the workers run is keyed: the head of a queue, rows by id, a key's deliveries. Walking an
+# index is right however many rows the tables hold. But each connection plans its hot statements
+# once (a generic plan, app/prepared.py), from the statistics of that moment, and Postgres
+# analyzes a table only a minute or more after it grew. Planned beside a small queue, the claim
+# read and sorted every due row to lease a few (a bitmap scan: 77 ms instead of 5 with 13,000
+# due), and recording a batch read the whole delivery table to find its rows by id (a seq scan,
+# 12 ms at 20,000 rows and growing with it). So the workers' connections plan neither while an
+# index can serve; a table with no usable index is still read whole.
+QUEUE_PLANNER = {"enable_bitmapscan": "off", "enable_seqscan": "off"}
 
 
 @dataclass
