@@ -1,5 +1,6 @@
-"""The Alembic migrations and the models describe the same schema, and 0010 moves the attempt log
-into daily partitions without losing a row, and back."""
+"""The Alembic migrations and the models describe the same schema, 0010 moves the attempt log
+into daily partitions without losing a row, and back, and Alembic run on its own finds the
+database through the settings."""
 
 from __future__ import annotations
 
@@ -158,3 +159,12 @@ def test_0010_moves_every_attempt_into_daily_partitions_and_back(scratch):
     migrate(scratch, "head")
     with scratch.connect() as conn:
         assert fingerprint(conn) == before
+
+
+def test_alembic_run_on_its_own_reads_the_database_from_the_settings(scratch, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", scratch.url.render_as_string(hide_password=False))
+    command.upgrade(alembic_config(), "head")  # no connection handed in: env.py makes its own
+    with scratch.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() is not None
+        due = conn.execute(text("SELECT pg_get_indexdef('ix_delivery_due'::regclass)")).scalar()
+    assert "next_attempt_at IS NOT NULL" in due

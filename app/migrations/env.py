@@ -19,12 +19,11 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
 
-    from sqlalchemy import pool
-
     from app.db import make_engine
     from config.settings import Settings
 
-    engine = make_engine(Settings.from_env(), poolclass=pool.NullPool)
+    # One connection for the run, disposed of after it.
+    engine = make_engine(Settings.from_env(), pool_size=1, max_overflow=0)
     with engine.connect() as conn:
         context.configure(
             connection=conn, target_metadata=target_metadata, include_name=include_name
