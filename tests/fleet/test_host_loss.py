@@ -4,14 +4,19 @@ carried the same webhook-id."""
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 import time
 from datetime import datetime
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from app.db import SERVER_KEEPALIVES
 from config.settings import Settings
 from tests.fleet.conftest import FLEET_ENV, LEASE_SECONDS, Fleet, Host, record_figures, wait_for
+from tests.support.processes import start_process, stop_process
 from workers.leader import LOCK_KEY
 
 pytestmark = pytest.mark.fleet
@@ -185,8 +190,10 @@ def test_a_partitioned_host_writes_nothing_while_cut_off_and_its_stale_results_a
         for host, _, _, at in fleet.audit(kind, cut_at + 0.2)
         if host == victim.address and at < healed_at
     ]
-    # What it held was finished by the others, and none of its stale results counted.
-    finishes = fleet.audit("job.finish")
+    # What it held was finished by the others, and none of its stale results counted. Only
+    # from the cut on: before it, the host may have handed back a job it claimed in a batch
+    # and not started (the audit counts that as the end of its run) and then claimed it again.
+    finishes = fleet.audit("job.finish", cut_at)
     stale_job_finishes = [
         item for host, item, _, _ in finishes if item in held["jobs"] and host == victim.address
     ]
@@ -317,3 +324,75 @@ def test_when_the_scheduler_host_dies_retries_and_the_recovery_sweep_still_fire_
     assert figures.jobs_finished_twice == 0
     assert figures.unique == figures.submitted
     fleet.assert_settled()
+
+
+# A process on the host that takes a row lock in a transaction and then waits, holding it.
+HOLD_A_LOCK = """
+import sys, time
+from sqlalchemy import text
+from app.db import make_engine
+from config.settings import Settings
+with make_engine(Settings.from_env()).connect() as conn:
+    conn.execute(text("SELECT id FROM tenant WHERE id = :id FOR UPDATE"), {"id": sys.argv[1]})
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+# What every connection asks Postgres for: this long idle, then probes this far apart.
+KEEPALIVE_SECONDS = (
+    SERVER_KEEPALIVES["tcp_keepalives_idle"]
+    + SERVER_KEEPALIVES["tcp_keepalives_count"] * SERVER_KEEPALIVES["tcp_keepalives_interval"]
+)
+
+
+def row_is_free(fleet: Fleet, tenant_id: str) -> bool:
+    try:
+        fleet.sql(
+            "SELECT id FROM tenant WHERE id = CAST(:id AS uuid) FOR UPDATE NOWAIT", id=tenant_id
+        )
+    except OperationalError as exc:
+        if "could not obtain lock" in str(exc):
+            return False
+        raise
+    return True
+
+
+def test_a_host_cut_off_inside_a_transaction_has_its_session_ended_and_its_locks_freed(
+    fleet: Fleet,
+):
+    host = fleet.add_host(kinds=())
+    tenant_id = fleet.account.tenant_id
+    holder = start_process(
+        host.namespace.command([sys.executable, "-c", HOLD_A_LOCK, tenant_id]),
+        host.env,
+        host.log_dir / "holder.log",
+    )
+    try:
+        wait_for(lambda: "locked" in host.log("holder"), 30, "the host to take its lock")
+        assert not row_is_free(fleet, tenant_id)
+
+        # Its link goes down with the transaction open: no packet, not even a reset, reaches
+        # Postgres, which would otherwise keep the session and its lock until TCP gave up.
+        host.cut_off()
+        cut_at = time.time()
+        time.sleep(1)
+        assert not row_is_free(fleet, tenant_id), "the lock went before the keepalives could end it"
+        wait_for(lambda: row_is_free(fleet, tenant_id), 60, "the lock to be freed")
+        freed_after = time.time() - cut_at
+        sessions = fleet.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE client_addr = CAST(:host AS inet)",
+            host=host.address,
+        )[0][0]
+        print(
+            json.dumps(
+                {
+                    "test": "a host cut off inside a transaction",
+                    "lock_freed_after_seconds": round(freed_after, 2),
+                }
+            )
+        )
+        assert sessions == 0
+        # Postgres's keepalives ended the session (5 s idle, then three probes 2 s apart); the
+        # poll above and the kernel's timer add a few seconds at most.
+        assert freed_after <= KEEPALIVE_SECONDS + 4
+    finally:
+        stop_process(holder, timeout=5)
