@@ -43,12 +43,19 @@ IDLE_PING_SECONDS = 1.0
 
 
 # Probed after this many idle seconds, then every interval; ended after count unanswered probes:
-# within about 11 s of its host going silent.
+# within about 5 s of its host going silent, as the scheduler's lock (workers/leader.py). Sooner
+# than a lease runs out, so the rows a silent host had locked are free when the sweep comes for
+# its work: the sweep passes over locked rows, and a session that outlived the lease let the host
+# finish, once back, work the others should have taken over.
 SERVER_KEEPALIVES = {
-    "tcp_keepalives_idle": 5,
-    "tcp_keepalives_interval": 2,
+    "tcp_keepalives_idle": 2,
+    "tcp_keepalives_interval": 1,
     "tcp_keepalives_count": 3,
 }
+# Keepalives probe only a quiet socket. A host that goes silent just after Postgres answered it
+# leaves that answer unacknowledged, and TCP would retransmit it for a quarter of an hour: data
+# unacknowledged this long (milliseconds) also ends the session.
+SERVER_USER_TIMEOUT_MS = 5000
 
 
 def make_engine(
@@ -74,6 +81,7 @@ def make_engine(
     # SKIP LOCKED claims then pass over: Postgres probes each idle connection and ends one
     # whose host stopped answering (Linux's default waits over two hours).
     server_options += [f"-c {name}={value}" for name, value in SERVER_KEEPALIVES.items()]
+    server_options.append(f"-c tcp_user_timeout={SERVER_USER_TIMEOUT_MS}")
     server_options += [f"-c {name}={value}" for name, value in (server_settings or {}).items()]
     if statement_timeout_seconds is not None:
         milliseconds = round(statement_timeout_seconds * 1000)

@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from app.db import SERVER_KEEPALIVES, make_engine, ping_idle_connections
+from app.db import SERVER_KEEPALIVES, SERVER_USER_TIMEOUT_MS, make_engine, ping_idle_connections
 
 
 @pytest.fixture
@@ -68,6 +68,8 @@ def test_the_server_probes_every_connection_so_a_dead_hosts_sessions_end(setting
                 name: int(connection.execute(text(f"SHOW {name}")).scalar_one())
                 for name in SERVER_KEEPALIVES
             }
+            user_timeout = connection.execute(text("SHOW tcp_user_timeout")).scalar_one()
     finally:
         engine.dispose()
     assert shown == SERVER_KEEPALIVES
+    assert int(user_timeout) == SERVER_USER_TIMEOUT_MS

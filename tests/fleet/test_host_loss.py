@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from app.db import SERVER_KEEPALIVES
+from app.db import SERVER_KEEPALIVES, SERVER_USER_TIMEOUT_MS
 from config.settings import Settings
 from tests.fleet.conftest import FLEET_ENV, LEASE_SECONDS, Fleet, Host, record_figures, wait_for
 from tests.support.processes import start_process, stop_process
@@ -175,6 +175,14 @@ def test_a_partitioned_host_writes_nothing_while_cut_off_and_its_stale_results_a
     victim.cut_off()
     cut_at = time.time()
     held = held_by(fleet, victim)
+    stale_leases = {
+        str(lease)
+        for table in ("job", "delivery")
+        for (lease,) in fleet.sql(
+            f"SELECT lease_id FROM {table} WHERE id = ANY(CAST(:ids AS uuid[]))",
+            ids=list(held["jobs" if table == "job" else "deliveries"]),
+        )
+    }
     time.sleep(2 * LEASE_SECONDS)
     healed_at = time.time()
     victim.reconnect()
@@ -190,17 +198,18 @@ def test_a_partitioned_host_writes_nothing_while_cut_off_and_its_stale_results_a
         for host, _, _, at in fleet.audit(kind, cut_at + 0.2)
         if host == victim.address and at < healed_at
     ]
-    # What it held was finished by the others, and none of its stale results counted. Only
-    # from the cut on: before it, the host may have handed back a job it claimed in a batch
-    # and not started (the audit counts that as the end of its run) and then claimed it again.
-    finishes = fleet.audit("job.finish", cut_at)
+    # What it held was finished by the others, and none of its stale results counted: nothing
+    # ended under a lease it held when it was cut off. (Once healed, it may lease some of the
+    # same work again, and end it under the new lease.)
     stale_job_finishes = [
-        item for host, item, _, _ in finishes if item in held["jobs"] and host == victim.address
+        item
+        for host, item, lease, _ in fleet.audit("job.finish", cut_at)
+        if item in held["jobs"] and host == victim.address and lease in stale_leases
     ]
     stale_settles = [
         item
-        for host, item, _, at in fleet.audit("delivery.settle", healed_at)
-        if item in held["deliveries"] and host == victim.address
+        for host, item, lease, _ in fleet.audit("delivery.settle", healed_at)
+        if item in held["deliveries"] and host == victim.address and lease in stale_leases
     ]
     refused = victim.log("jobs").count("lease lost")
     record_figures(
@@ -337,10 +346,12 @@ with make_engine(Settings.from_env()).connect() as conn:
     print("locked", flush=True)
     time.sleep(600)
 """
-# What every connection asks Postgres for: this long idle, then probes this far apart.
-KEEPALIVE_SECONDS = (
+# What every connection asks Postgres for: a quiet socket is probed after this long idle, then
+# probes this far apart; data left unacknowledged ends the session after its own timeout.
+DEAD_HOST_SECONDS = max(
     SERVER_KEEPALIVES["tcp_keepalives_idle"]
-    + SERVER_KEEPALIVES["tcp_keepalives_count"] * SERVER_KEEPALIVES["tcp_keepalives_interval"]
+    + SERVER_KEEPALIVES["tcp_keepalives_count"] * SERVER_KEEPALIVES["tcp_keepalives_interval"],
+    SERVER_USER_TIMEOUT_MS / 1000,
 )
 
 
@@ -370,8 +381,9 @@ def test_a_host_cut_off_inside_a_transaction_has_its_session_ended_and_its_locks
         wait_for(lambda: "locked" in host.log("holder"), 30, "the host to take its lock")
         assert not row_is_free(fleet, tenant_id)
 
-        # Its link goes down with the transaction open: no packet, not even a reset, reaches
-        # Postgres, which would otherwise keep the session and its lock until TCP gave up.
+        # Its link goes down with the transaction open, perhaps before it acknowledged the
+        # answer that said it held the lock: no packet, not even a reset, reaches Postgres,
+        # which would otherwise keep the session and its lock until TCP gave up.
         host.cut_off()
         cut_at = time.time()
         time.sleep(1)
@@ -391,8 +403,8 @@ def test_a_host_cut_off_inside_a_transaction_has_its_session_ended_and_its_locks
             )
         )
         assert sessions == 0
-        # Postgres's keepalives ended the session (5 s idle, then three probes 2 s apart); the
-        # poll above and the kernel's timer add a few seconds at most.
-        assert freed_after <= KEEPALIVE_SECONDS + 4
+        # Postgres ended the session: its keepalives (2 s idle, then three probes 1 s apart) or
+        # its TCP user timeout (5 s); the poll above and the kernel's timers add a few seconds.
+        assert freed_after <= DEAD_HOST_SECONDS + 4
     finally:
         stop_process(holder, timeout=5)
