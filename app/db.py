@@ -42,20 +42,25 @@ _CHECKED_IN_AT = "boomerang.checked_in_at"
 IDLE_PING_SECONDS = 1.0
 
 
-# Probed after this many idle seconds, then every interval; ended after count unanswered probes:
-# within about 5 s of its host going silent, as the scheduler's lock (workers/leader.py). Sooner
-# than a lease runs out, so the rows a silent host had locked are free when the sweep comes for
-# its work: the sweep passes over locked rows, and a session that outlived the lease let the host
-# finish, once back, work the others should have taken over.
+# Probed after this many idle seconds, then every interval; ended after count unanswered probes.
+# The same for every connection and for the scheduler's lock (workers/leader.py).
 SERVER_KEEPALIVES = {
     "tcp_keepalives_idle": 2,
     "tcp_keepalives_interval": 1,
     "tcp_keepalives_count": 3,
 }
+# So a silent host's sessions end within this long: sooner than a lease runs out, so the rows it
+# had locked are free when the sweep comes for its work. (The sweep passes over locked rows; a
+# session that outlived the lease let the host finish, once back, work the others should have
+# taken over.)
+DEAD_PEER_SECONDS = (
+    SERVER_KEEPALIVES["tcp_keepalives_idle"]
+    + SERVER_KEEPALIVES["tcp_keepalives_interval"] * SERVER_KEEPALIVES["tcp_keepalives_count"]
+)
 # Keepalives probe only a quiet socket. A host that goes silent just after Postgres answered it
 # leaves that answer unacknowledged, and TCP would retransmit it for a quarter of an hour: data
-# unacknowledged this long (milliseconds) also ends the session.
-SERVER_USER_TIMEOUT_MS = 5000
+# unacknowledged as long (milliseconds) also ends the session.
+SERVER_USER_TIMEOUT_MS = DEAD_PEER_SECONDS * 1000
 
 
 def make_engine(

@@ -9,7 +9,7 @@ would have to survive its failovers too).
 The lock belongs to the session, so it goes when the session goes:
 - a leader killed outright: its socket closes, Postgres ends the session at once;
 - a leader host cut off or powered off: the server's TCP keepalives and user timeout end the
-  session within ``DEAD_PEER_SECONDS``;
+  session within ``DEAD_PEER_SECONDS`` (app/db.py);
 - a leader frozen (stopped, swapping) whose host still answers TCP: ``idle_session_timeout``
   ends the session, since a live leader runs a query every second;
 - a leader whose connection fails, or whose check goes unanswered within ``CHECK_SECONDS``,
@@ -30,6 +30,7 @@ import psycopg2
 from celery.beat import Scheduler
 from sqlalchemy.engine import make_url
 
+from app.db import SERVER_KEEPALIVES, SERVER_USER_TIMEOUT_MS
 from app.db_deadline import request_deadline
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,6 @@ LOCK_KEY = int.from_bytes(b"bmr-beat", "big")
 RETRY_SECONDS = 1.0
 # The longest a lock attempt or check may take before the beat gives up on its connection.
 CHECK_SECONDS = 2.0
-# Keepalives on both ends: idle this long, then a probe every interval, dead after count misses.
-KEEPALIVE_IDLE_SECONDS = 2
-KEEPALIVE_INTERVAL_SECONDS = 1
-KEEPALIVE_COUNT = 3
-# Data left unacknowledged this long also means the peer is gone (keepalives only cover an idle
-# socket; a partition that strikes mid-query leaves unacknowledged data instead).
-DEAD_PEER_SECONDS = KEEPALIVE_IDLE_SECONDS + KEEPALIVE_INTERVAL_SECONDS * KEEPALIVE_COUNT
 # A leader frozen this long loses its session (Postgres 14 and later).
 IDLE_SESSION_SECONDS = 10
 
@@ -65,22 +59,22 @@ def one_line(exc: BaseException) -> str:
 
 def connect_for_lock(database_url: str, connect_timeout_seconds: float) -> Any:
     """A connection of its own for the lock, quick to notice and be noticed as dead."""
-    tcp_user_timeout_ms = DEAD_PEER_SECONDS * 1000
+    # Keepalives and the TCP user timeout on both ends: every connection's server side
+    # (app/db.py), and this one's client side too, so a leader cut off notices as soon as
+    # Postgres does.
     server_side = {
         "statement_timeout": round(CHECK_SECONDS * 1000),
-        "tcp_keepalives_idle": KEEPALIVE_IDLE_SECONDS,
-        "tcp_keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
-        "tcp_keepalives_count": KEEPALIVE_COUNT,
-        "tcp_user_timeout": tcp_user_timeout_ms,
+        **SERVER_KEEPALIVES,
+        "tcp_user_timeout": SERVER_USER_TIMEOUT_MS,
     }
     conn = psycopg2.connect(
         libpq_dsn(database_url),
         connect_timeout=max(1, round(connect_timeout_seconds)),
         keepalives=1,
-        keepalives_idle=KEEPALIVE_IDLE_SECONDS,
-        keepalives_interval=KEEPALIVE_INTERVAL_SECONDS,
-        keepalives_count=KEEPALIVE_COUNT,
-        tcp_user_timeout=tcp_user_timeout_ms,
+        keepalives_idle=SERVER_KEEPALIVES["tcp_keepalives_idle"],
+        keepalives_interval=SERVER_KEEPALIVES["tcp_keepalives_interval"],
+        keepalives_count=SERVER_KEEPALIVES["tcp_keepalives_count"],
+        tcp_user_timeout=SERVER_USER_TIMEOUT_MS,
         application_name="boomerang beat",
         options=" ".join(f"-c {name}={value}" for name, value in server_side.items()),
     )
