@@ -63,6 +63,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="BOOMERANG_DELIVERY_CONCURRENCY (default: the setting's default)",
     )
     parser.add_argument("--delivery-processes", type=int, default=2)
+    parser.add_argument(
+        "--tenant-attempts-per-second",
+        type=int,
+        default=0,
+        help="BOOMERANG_TENANT_ATTEMPTS_PER_SECOND (default: 0, the ceiling lifted)",
+    )
     parser.add_argument("--web-workers", type=int, default=2, help="BOOMERANG_WEB_WORKERS")
     parser.add_argument("--web-threads", type=int, default=4, help="BOOMERANG_WEB_THREADS")
     parser.add_argument("--naive-concurrency", type=int, default=8)

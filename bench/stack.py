@@ -56,9 +56,10 @@ def stack_env(args: argparse.Namespace) -> dict[str, str]:
     env = {
         "BOOMERANG_ALLOW_PRIVATE_NETWORKS": "true",
         # The scenarios measure the engine, not the per-tenant limits that protect others: the
-        # API's rate limit and the ceiling on one tenant's outbound attempts are lifted.
+        # API's rate limit and (unless asked for) the ceiling on one tenant's outbound attempts
+        # are lifted.
         "BOOMERANG_RATE_LIMIT": "10000000 per minute",
-        "BOOMERANG_TENANT_ATTEMPTS_PER_SECOND": "0",
+        "BOOMERANG_TENANT_ATTEMPTS_PER_SECOND": str(args.tenant_attempts_per_second),
         "BOOMERANG_WEB_WORKERS": str(args.web_workers),
         "BOOMERANG_WEB_THREADS": str(args.web_threads),
     }
