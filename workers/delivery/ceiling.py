@@ -14,7 +14,8 @@ import math
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import redis
 
@@ -27,52 +28,101 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "boomerang:tenant-attempts"
 # After Redis fails, skip the ceiling this long before asking Redis again.
 SKIP_AFTER_FAILURE_SECONDS = 5.0
+# A second's count outlives its second only long enough for a late give-back to find it.
+KEY_SECONDS = 2
+
+# KEYS: the tenant's count for this second. ARGV: attempts wanted, the ceiling, key lifetime.
+# Counts only what fits: attempts refused here are not counted, so they never crowd out others
+# that could still go this second.
+_TAKE_ROOM = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local taken = math.max(0, math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - count))
+if taken > 0 then
+  redis.call('INCRBY', KEYS[1], taken)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return taken
+"""
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A claim split by the ceiling: ``admitted`` were counted in ``second`` (None: nothing was
+    counted, the ceiling being off or Redis away); ``waiting`` become due at ``due_at`` (Unix
+    time: the start of the next second)."""
+
+    admitted: list[ClaimedDelivery]
+    waiting: list[ClaimedDelivery]
+    due_at: float
+    second: int | None
 
 
 class TenantCeiling:
     """Admits at most ``tenant_attempts_per_second`` attempts per tenant per second."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.per_second = settings.tenant_attempts_per_second
+        self.clock = clock
         # A hung Redis costs one claim this timeout, not a stalled drain.
         self._redis = quick_redis(settings.redis_url, settings.redis_timeout_seconds)
         self._skip_until = 0.0
+        self._take_room = self._redis.register_script(_TAKE_ROOM)
 
-    def admit(
-        self, claimed: Sequence[ClaimedDelivery]
-    ) -> tuple[list[ClaimedDelivery], list[ClaimedDelivery], float]:
-        """Split a claim into what may be sent now and what must wait; and the Unix time the
-        waiting ones become due (the start of the next second)."""
-        now = time.time()
-        second = math.floor(now)
+    def admit(self, claimed: Sequence[ClaimedDelivery]) -> Counted:
+        """Split a claim into what may be sent now and what must wait for the next second."""
+        second = math.floor(self.clock())
         if not claimed or self.per_second <= 0 or time.monotonic() < self._skip_until:
-            return list(claimed), [], second + 1
+            return Counted(list(claimed), [], second + 1, None)
         by_tenant: dict[uuid.UUID | None, list[ClaimedDelivery]] = defaultdict(list)
         for item in claimed:
             by_tenant[item.tenant_id].append(item)
-        wanted = Counter({tenant: len(items) for tenant, items in by_tenant.items()})
         try:
-            counts = self._count(wanted, second)
+            taken = self._take({tenant: len(items) for tenant, items in by_tenant.items()}, second)
         except redis.RedisError:
-            log.warning("tenant ceiling: Redis unavailable, not applied for a while")
-            self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_SECONDS
-            return list(claimed), [], second + 1
+            self._fail()
+            return Counted(list(claimed), [], second + 1, None)
         admitted: list[ClaimedDelivery] = []
         waiting: list[ClaimedDelivery] = []
         for tenant, items in by_tenant.items():
-            already = counts[tenant] - len(items)
-            room = max(0, self.per_second - already)
-            admitted += items[:room]
-            waiting += items[room:]
-        return admitted, waiting, second + 1
+            admitted += items[: taken[tenant]]
+            waiting += items[taken[tenant] :]
+        return Counted(admitted, waiting, second + 1, second)
 
-    def _count(self, wanted: Counter[uuid.UUID | None], second: int) -> dict:
-        """Add each tenant's wanted attempts to its count for this second; the new counts."""
+    def give_back(self, counted: Counted, unsent: Sequence[ClaimedDelivery]) -> None:
+        """Uncount admitted attempts that did not go after all (their callback's limit had no
+        room): a tenant's ceiling counts what it sends, not what its claims asked for, or a
+        burst whose claims are partly put back would spend its second on attempts never made."""
+        if counted.second is None or not unsent:
+            return
+        pipeline = self._redis.pipeline(transaction=False)
+        for tenant, count in Counter(item.tenant_id for item in unsent).items():
+            key = _key(tenant, counted.second)
+            pipeline.decrby(key, count)
+            pipeline.expire(key, KEY_SECONDS)
+        try:
+            pipeline.execute()
+        except redis.RedisError:
+            self._fail()  # counted too high for this second: the tenant waits a little longer
+
+    def _take(
+        self, wanted: dict[uuid.UUID | None, int], second: int
+    ) -> dict[uuid.UUID | None, int]:
+        """Count, per tenant, as many of the wanted attempts as this second has room for; how
+        many each got."""
         pipeline = self._redis.pipeline(transaction=False)
         tenants = list(wanted)
         for tenant in tenants:
-            key = f"{KEY_PREFIX}:{tenant}:{second}"
-            pipeline.incrby(key, wanted[tenant])
-            pipeline.expire(key, 2)
-        results = pipeline.execute()
-        return {tenant: int(results[2 * index]) for index, tenant in enumerate(tenants)}
+            self._take_room(
+                keys=[_key(tenant, second)],
+                args=[wanted[tenant], self.per_second, KEY_SECONDS],
+                client=pipeline,
+            )
+        return dict(zip(tenants, (int(taken) for taken in pipeline.execute()), strict=True))
+
+    def _fail(self) -> None:
+        log.warning("tenant ceiling: Redis unavailable, not applied for a while")
+        self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_SECONDS
+
+
+def _key(tenant: uuid.UUID | None, second: int) -> str:
+    return f"{KEY_PREFIX}:{tenant}:{second}"

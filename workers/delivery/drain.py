@@ -342,11 +342,11 @@ class _Drain:
                 lane_limits=self.lane_limits,
                 held=held,
             )
-            admitted, waiting, due_at = self.dispatcher.ceiling.admit(claimed)
-            if waiting:
-                self.put_back(waiting, due_at - time.time())
+            counted = self.dispatcher.ceiling.admit(claimed)
+            if counted.waiting:
+                self.put_back(counted.waiting, counted.due_at - time.time())
             admitted, unproven_waiting = split_unproven(
-                admitted, self.lanes, self.lane_limits, slots
+                counted.admitted, self.lanes, self.lane_limits, slots
             )
             if unproven_waiting:
                 put_back(self.session, unproven_waiting)
@@ -357,6 +357,10 @@ class _Drain:
             for seconds, items in admission.wait_seconds.items():
                 self.put_back(items, seconds)
             self.session.commit()
+            self.dispatcher.ceiling.give_back(
+                counted,
+                unproven_waiting + admission.wait_for_slot + admission.waiting_for_time(),
+            )
             return admission.admitted
         except Exception as exc:
             self.session.rollback()

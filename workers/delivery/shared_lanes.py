@@ -186,6 +186,9 @@ class Admission:
     wait_for_slot: list[ClaimedDelivery] = field(default_factory=list)
     wait_seconds: dict[float, list[ClaimedDelivery]] = field(default_factory=dict)
 
+    def waiting_for_time(self) -> list[ClaimedDelivery]:
+        return [item for items in self.wait_seconds.values() for item in items]
+
 
 @dataclass
 class Answer:
