@@ -56,6 +56,9 @@ class Front:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             auto_decompress=False,
+            # One client forwards every visitor's requests: a cookie the upstream sets belongs to
+            # the visitor it answered, never to the next one.
+            cookie_jar=aiohttp.DummyCookieJar(),
             connector=aiohttp.TCPConnector(limit=0),
         )
 

@@ -179,6 +179,9 @@ class OutboundClient:
             session = aiohttp.ClientSession(
                 connector=connector,
                 trust_env=False,  # no proxies from the environment
+                # Webhooks are stateless, and one process sends every tenant's: a cookie one
+                # receiver set must never ride along to another tenant's callback on that host.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(
                     total=self.settings.total_timeout_seconds,
                     sock_connect=self.settings.connect_timeout_seconds,
