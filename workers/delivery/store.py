@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, exists, insert, or_, select, text, update
+from sqlalchemy import Row, exists, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.clock import utcnow
 from app.events import CALLBACK_TEST, DELIVERY_EXHAUSTED, webhook_id
 from app.formats import UnknownFormat, after_failed, render_for
 from app.headers import masked_headers
-from app.models import Callback, Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
+from app.models import Callback, Delivery, DeliveryStatus, Message, Tenant
 from app.prepared import PreparedStatement
 from app.services.callback_health import (
     disable_callback,
@@ -450,6 +450,29 @@ _SETTLE = PreparedStatement(
 )
 
 
+# Log a batch's attempts in one statement whose one parameter is the whole batch as JSON: the
+# worker serialises it in one json.dumps instead of binding eleven values a row, which was the
+# largest part of recording a batch in the worker's own time.
+_LOG_ATTEMPTS = PreparedStatement(
+    "boomerang_log_attempts",
+    text(
+        """
+    INSERT INTO delivery_attempt (
+        id, delivery_id, attempted_at, request_headers, response_status, response_headers,
+        response_body, response_body_truncated, duration_ms, succeeded, error
+    )
+    SELECT id, delivery_id, attempted_at, request_headers, response_status, response_headers,
+           response_body, response_body_truncated, duration_ms, succeeded, error
+    FROM jsonb_to_recordset(CAST(:attempts AS jsonb)) AS attempt(
+        id uuid, delivery_id uuid, attempted_at timestamptz, request_headers jsonb,
+        response_status integer, response_headers jsonb, response_body text,
+        response_body_truncated boolean, duration_ms integer, succeeded boolean, error text
+    )
+    """
+    ),
+)
+
+
 def _status_after(record: AttemptRecord) -> DeliveryStatus:
     if record.succeeded:
         return DeliveryStatus.SUCCEEDED
@@ -495,9 +518,9 @@ def record_attempts(
     gone = not_ours - set(session.scalars(still_there) if not_ours else ())
     attempts = [
         {
-            "id": uuid.uuid4(),
-            "delivery_id": claimed.id,
-            "attempted_at": record.attempted_at,
+            "id": str(uuid.uuid4()),
+            "delivery_id": str(claimed.id),
+            "attempted_at": record.attempted_at.isoformat(),
             "request_headers": record.request_headers,
             "response_status": record.response_status,
             "response_headers": record.response_headers,
@@ -511,8 +534,7 @@ def record_attempts(
         if claimed.id not in gone
     ]
     if attempts:
-        # Core, not ORM, bulk insert: no per-row bookkeeping, one multi-row INSERT.
-        session.execute(insert(cast(Table, DeliveryAttempt.__table__)), attempts)
+        _LOG_ATTEMPTS.execute(session.connection(), {"attempts": json.dumps(attempts)})
     settled = [o for o in outcomes if o[0].id in ours]
     wake_next(
         session,
