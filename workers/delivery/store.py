@@ -277,11 +277,12 @@ class _Context:
 
 
 def _load_context(session: Session, rows: Sequence[Row[Any]]) -> _Context:
-    # Plain rows, not ORM objects: read-only, and the ORM's bookkeeping for them was a tenth of
-    # the claim's cost. They carry what the renderers and the signer read.
+    # Plain rows from the connection, not through the ORM: read-only, and the ORM's bookkeeping
+    # for them was a tenth of the claim's cost. They carry what the renderers and the signer read.
+    connection = session.connection()
     messages = {
         message.id: cast(Message, message)
-        for message in session.execute(
+        for message in connection.execute(
             select(
                 Message.id,
                 Message.tenant_id,
@@ -297,7 +298,7 @@ def _load_context(session: Session, rows: Sequence[Row[Any]]) -> _Context:
     callbacks = (
         {
             row.id: cast(Callback, row)
-            for row in session.execute(
+            for row in connection.execute(
                 select(Callback.__table__).where(Callback.id.in_(callback_ids))
             )
         }
@@ -308,7 +309,7 @@ def _load_context(session: Session, rows: Sequence[Row[Any]]) -> _Context:
     tenant_secrets: dict[uuid.UUID, str] = (
         {
             tenant_id: secret
-            for tenant_id, secret in session.execute(
+            for tenant_id, secret in connection.execute(
                 select(Tenant.id, Tenant.signing_secret).where(Tenant.id.in_(adhoc_tenants))
             )
         }
