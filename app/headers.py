@@ -27,11 +27,12 @@ FORBIDDEN_HEADERS = frozenset(
         "tracestate",
     }
 )
-HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Anchored with \Z, not $: $ also matches before a final line break, which would let one through.
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # RFC 9110 field-value: visible characters, spaces and tabs inside, and obs-text (0x80-0xFF); no
 # control characters, no DEL, nothing beyond Latin-1 (the bytes on the wire).
 HEADER_VALUE = re.compile(
-    r"^(?:[\x21-\x7e\x80-\xff](?:[\x20\x21-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?$"
+    r"^(?:[\x21-\x7e\x80-\xff](?:[\x20\x21-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?\Z"
 )
 # Custom headers that carry credentials: shown masked, never in full, once registered.
 # (Set-Cookie: a receiver's answer shown in an event may carry its session.)

@@ -45,6 +45,7 @@ def test_custom_headers_are_stored_and_sent_with_each_delivery(
         {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
         {"TraceState": "vendor=forged"},
         {"X-Split": "a\r\nX-Injected: 1"},
+        {"X-Name-Ending-In-A-Line-Break\n": "x"},
         {"X-Nul": "a\x00b"},
         {"Bad Name": "x"},
         {"X-Dup": "1", "x-dup": "2"},
