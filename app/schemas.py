@@ -375,7 +375,8 @@ class EventPublishSchema(InputSchema):
     ordering_key = fields.String(
         validate=[
             validate.Length(min=1, max=255),
-            validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="Must not hold control characters."),
+            # \Z, not $: $ also matches before a final line break.
+            validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="Must not hold control characters."),
         ],
         metadata={
             "description": "Events with the same key reach each callback one at a time, in the "

@@ -348,6 +348,13 @@ def test_an_ordering_key_is_stored_answered_and_said_in_the_body(client, auth, d
     )
 
 
+@pytest.mark.parametrize("key", ["cust\x007", "cust-7\n", "\tcust-7", "cust\x7f"])
+def test_an_ordering_key_with_a_control_character_is_a_422_naming_it(client, auth, key):
+    response = publish(client, auth, type="invoice.paid", data={}, ordering_key=key)
+    assert response.status_code == 422, response.text
+    assert "ordering_key" in error_fields(response)
+
+
 def test_a_batch_holds_one_to_a_hundred_events_and_errors_name_the_event(client, auth):
     event = {"type": "user.created", "data": {}}
     empty = client.post("/v1/events:batch", json={"events": []}, headers=auth)
