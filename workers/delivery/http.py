@@ -31,7 +31,7 @@ from enum import StrEnum
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from app.headers import HEADER_VALUE
+from app.headers import HEADER_NAME, HEADER_VALUE
 from app.url_guard import BlockedUrl, check_url_shape, literal_ip, resolve_host
 from config.settings import Settings
 
@@ -208,11 +208,19 @@ class OutboundClient:
         refused = self._refusal(url)
         if refused is not None:
             return failed(refused, ErrorKind.BLOCKED)
+        # Only a callback registered before its headers were checked as they are now can fail
+        # these.
+        bad_name = next((name for name in headers if not HEADER_NAME.match(name)), None)
+        if bad_name is not None:
+            return failed(
+                f"{bad_name!r} is not a header name HTTP can carry (RFC 9110); "
+                "change the callback's headers",
+                ErrorKind.CONFIGURATION,
+            )
         unsendable = next(
             (name for name, value in headers.items() if not HEADER_VALUE.match(value)), None
         )
         if unsendable is not None:
-            # Only a callback registered before its values were checked can get here.
             return failed(
                 f"the header {unsendable!r} has a value HTTP cannot carry (RFC 9110); "
                 "change the callback's headers",

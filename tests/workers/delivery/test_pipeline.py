@@ -455,6 +455,20 @@ def test_a_stored_header_http_cannot_carry_fails_the_delivery_clearly_and_once(
     assert receiver.received("/hook") == []
 
 
+def test_a_stored_header_name_http_cannot_carry_fails_the_delivery_clearly_and_once(
+    db_session, settings, owner, receiver, http
+):
+    # Only a callback registered while a name could end in a line break can hold one.
+    callback = make_callback(db_session, owner, receiver.url("/hook"), headers={"X-Token\n": "a"})
+    delivery = publish(db_session, owner, callback)
+    assert deliver(db_session, http, settings, delivery.id) is False
+    stored = reload(db_session, delivery.id)
+    (attempt,) = stored.attempts
+    assert "'X-Token\\n' is not a header name HTTP can carry" in attempt.error
+    assert stored.status == DeliveryStatus.FAILED
+    assert receiver.received("/hook") == []
+
+
 def test_credentials_in_custom_headers_reach_the_receiver_but_never_the_attempt_log(
     db_session, settings, owner, receiver, http
 ):
