@@ -13,6 +13,7 @@ from app.models import Callback, Delivery, Job, JobStatus, Tenant
 from app.services import outbox
 from app.services.tenants import create_tenant, issue_api_key
 from app.signing import new_signing_secret
+from workers.delivery.store import ClaimedDelivery
 
 
 class TenantWithKey(NamedTuple):
@@ -87,3 +88,28 @@ def make_delivery(
         callbacks=[callback],
     )
     return session.get_one(Delivery, made.id)
+
+
+def claimed_delivery(
+    callback_id: uuid.UUID | None = None,
+    *,
+    tenant_id: uuid.UUID | None = None,
+    max_concurrency: int | None = None,
+    rate: float | None = None,
+) -> ClaimedDelivery:
+    """A leased delivery as a claim hands it on, with nothing behind it in Postgres: enough for
+    the limits, which read only its callback, tenant and the callback's own limits."""
+    return ClaimedDelivery(
+        id=uuid.uuid4(),
+        lease_id=uuid.uuid4(),
+        url="http://receiver.test/hook",
+        webhook_id="msg_test",
+        body="{}",
+        secrets=("whsec_test",),
+        callback_id=callback_id or uuid.uuid4(),
+        success_status=None,
+        attempt_count=0,
+        tenant_id=tenant_id,
+        max_concurrency=max_concurrency,
+        rate_limit_per_second=rate,
+    )

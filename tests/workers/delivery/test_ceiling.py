@@ -13,13 +13,12 @@ import redis
 from sqlalchemy import select
 
 from app.models import Delivery, DeliveryAttempt
-from tests.factories import make_callback, make_delivery, make_tenant
+from tests.factories import claimed_delivery, make_callback, make_delivery, make_tenant
 from workers.delivery.ceiling import KEY_PREFIX, TenantCeiling
 from workers.delivery.drain import Dispatcher, _Drain
 from workers.delivery.http import OutboundClient
 from workers.delivery.lanes import LaneLimits
 from workers.delivery.shared_lanes import SharedLanes
-from workers.delivery.store import ClaimedDelivery
 
 
 def test_a_tenant_over_its_ceiling_is_shaped_per_second_and_others_are_not(
@@ -58,24 +57,6 @@ def test_a_tenant_over_its_ceiling_is_shaped_per_second_and_others_are_not(
     assert max(quiet_arrivals) < min(loud_arrivals) + 1  # not queued behind the loud tenant
 
 
-def attempt_for(
-    tenant_id: uuid.UUID, callback_id: uuid.UUID | None = None, max_concurrency: int | None = None
-) -> ClaimedDelivery:
-    return ClaimedDelivery(
-        id=uuid.uuid4(),
-        lease_id=uuid.uuid4(),
-        url="http://receiver.test/hook",
-        webhook_id="msg_test",
-        body="{}",
-        secrets=("whsec_test",),
-        callback_id=callback_id or uuid.uuid4(),
-        success_status=None,
-        attempt_count=0,
-        tenant_id=tenant_id,
-        max_concurrency=max_concurrency,
-    )
-
-
 def counted_this_second(settings, tenant_id: uuid.UUID) -> int:
     client = redis.Redis.from_url(settings.redis_url)
     return sum(int(client.get(key)) for key in client.scan_iter(f"{KEY_PREFIX}:{tenant_id}:*"))
@@ -86,14 +67,16 @@ def test_the_ceiling_counts_only_what_it_admits_and_takes_back_what_did_not_go(s
         settings.replace(tenant_attempts_per_second=5), clock=lambda: 1_900_000_000.25
     )
     tenant_id = uuid.uuid4()
-    first = ceiling.admit([attempt_for(tenant_id) for _ in range(8)])
+    first = ceiling.admit([claimed_delivery(tenant_id=tenant_id) for _ in range(8)])
     assert (len(first.admitted), len(first.waiting)) == (5, 3)
     assert counted_this_second(settings, tenant_id) == 5  # the 3 refused are not counted
-    assert ceiling.admit([attempt_for(tenant_id)]).admitted == []
+    assert ceiling.admit([claimed_delivery(tenant_id=tenant_id)]).admitted == []
     # Two of the admitted found their callback full and went back to the queue.
     ceiling.give_back(first, first.admitted[:2])
     assert counted_this_second(settings, tenant_id) == 3
-    assert len(ceiling.admit([attempt_for(tenant_id) for _ in range(4)]).admitted) == 2
+    assert (
+        len(ceiling.admit([claimed_delivery(tenant_id=tenant_id) for _ in range(4)]).admitted) == 2
+    )
 
 
 def test_a_claim_its_callbacks_limit_puts_back_does_not_spend_the_tenants_second(
@@ -106,7 +89,9 @@ def test_a_claim_its_callbacks_limit_puts_back_does_not_spend_the_tenants_second
     db_session.commit()
     # Another process holds both of the callback's slots.
     elsewhere = SharedLanes(ceiling, LaneLimits(ceiling.callback_concurrency))
-    held = [attempt_for(tenant.row.id, callback.id, max_concurrency=2) for _ in range(2)]
+    held = [
+        claimed_delivery(callback.id, tenant_id=tenant.row.id, max_concurrency=2) for _ in range(2)
+    ]
     assert elsewhere.admit(held).admitted == held
     dispatcher = Dispatcher(
         ceiling, lambda: contextlib.nullcontext(db_session), OutboundClient(ceiling), wakes[0]

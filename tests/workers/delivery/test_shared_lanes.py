@@ -10,29 +10,12 @@ import uuid
 
 import pytest
 
+from tests.factories import claimed_delivery
 from tests.support.processes import free_port
 from workers.delivery.http import ErrorKind, HttpResult
 from workers.delivery.lanes import LaneLimits
 from workers.delivery.shared_lanes import Answer, SharedLanes, burst_of
 from workers.delivery.store import ClaimedDelivery
-
-
-def claimed(
-    callback_id: uuid.UUID, *, max_concurrency: int | None = None, rate: float | None = None
-) -> ClaimedDelivery:
-    return ClaimedDelivery(
-        id=uuid.uuid4(),
-        lease_id=uuid.uuid4(),
-        url="http://receiver.test/hook",
-        webhook_id="msg_test",
-        body="{}",
-        secrets=("whsec_test",),
-        callback_id=callback_id,
-        success_status=None,
-        attempt_count=0,
-        max_concurrency=max_concurrency,
-        rate_limit_per_second=rate,
-    )
 
 
 def answered(item: ClaimedDelivery, status: int = 200, pause: float | None = None) -> Answer:
@@ -50,11 +33,11 @@ def process(settings) -> SharedLanes:
 def test_the_cap_counts_every_processs_attempts_and_frees_a_slot_per_answer(settings):
     first, second = process(settings), process(settings)
     callback = uuid.uuid4()
-    mine = [claimed(callback, max_concurrency=3) for _ in range(5)]
+    mine = [claimed_delivery(callback, max_concurrency=3) for _ in range(5)]
     admission = first.admit(mine)
     assert admission.admitted == mine[:3]
     assert admission.wait_for_slot == mine[3:]
-    theirs = [claimed(callback, max_concurrency=3) for _ in range(2)]
+    theirs = [claimed_delivery(callback, max_concurrency=3) for _ in range(2)]
     assert second.admit(theirs).admitted == []
     first.heard([answered(item) for item in mine[:2]])
     assert second.admit(theirs).admitted == theirs
@@ -64,10 +47,10 @@ def test_each_process_sizes_its_next_claim_by_its_share_of_what_the_fleet_allows
     first, second = process(settings), process(settings)
     callback = uuid.uuid4()
     lane = str(callback)
-    mine = [claimed(callback) for _ in range(5)]
+    mine = [claimed_delivery(callback) for _ in range(5)]
     assert first.admit(mine, {}).admitted == mine
     # The fleet's limit is 8 and the first process holds 5: the second may claim 3 more.
-    theirs = [claimed(callback) for _ in range(5)]
+    theirs = [claimed_delivery(callback) for _ in range(5)]
     assert len(second.admit(theirs, {}).admitted) == 3
     assert second.local.limit(lane) == 3
     # Five answers grow the fleet's limit to 13; the second still holds 3, so the first's share
@@ -79,7 +62,7 @@ def test_each_process_sizes_its_next_claim_by_its_share_of_what_the_fleet_allows
 def test_a_callbacks_own_cap_above_the_default_ceiling_is_kept_locally_too(settings):
     lanes = process(settings.replace(callback_concurrency=4))
     callback = uuid.uuid4()
-    items = [claimed(callback, max_concurrency=50) for _ in range(8)]
+    items = [claimed_delivery(callback, max_concurrency=50) for _ in range(8)]
     admitted = lanes.admit(items, {}).admitted
     assert len(admitted) == 4  # a new lane starts at the ceiling when that is below 8
     lanes.heard([answered(item) for item in admitted], {})
@@ -89,7 +72,7 @@ def test_a_callbacks_own_cap_above_the_default_ceiling_is_kept_locally_too(setti
 def test_a_full_lane_is_held_back_from_the_next_claim_for_a_moment(settings):
     lanes = process(settings)
     callback = uuid.uuid4()
-    lanes.admit([claimed(callback, max_concurrency=1) for _ in range(2)])
+    lanes.admit([claimed_delivery(callback, max_concurrency=1) for _ in range(2)])
     assert str(callback) in lanes.held_lanes()
     time.sleep(0.15)
     assert str(callback) not in lanes.held_lanes()
@@ -99,8 +82,11 @@ def test_the_slots_of_a_process_that_died_come_free_when_its_leases_end(settings
     short = settings.replace(delivery_lease_seconds=1, total_timeout_seconds=0.5)
     dead, alive = process(short), process(short)
     callback = uuid.uuid4()
-    assert len(dead.admit([claimed(callback, max_concurrency=2) for _ in range(2)]).admitted) == 2
-    waiting = [claimed(callback, max_concurrency=2)]
+    assert (
+        len(dead.admit([claimed_delivery(callback, max_concurrency=2) for _ in range(2)]).admitted)
+        == 2
+    )
+    waiting = [claimed_delivery(callback, max_concurrency=2)]
     assert alive.admit(waiting).admitted == []
     time.sleep(1.2)
     assert alive.admit(waiting).admitted == waiting
@@ -109,11 +95,11 @@ def test_the_slots_of_a_process_that_died_come_free_when_its_leases_end(settings
 def test_struggling_answers_halve_the_fleets_limit_once_a_window_and_answers_grow_it(settings):
     first, second = process(settings), process(settings)
     callback = uuid.uuid4()
-    items = [claimed(callback) for _ in range(8)]
+    items = [claimed_delivery(callback) for _ in range(8)]
     first.admit(items)
     first.heard([answered(item) for item in items])  # 8 + 8
     assert first.local.limit(str(callback)) == 16
-    burst = [claimed(callback) for _ in range(6)]
+    burst = [claimed_delivery(callback) for _ in range(6)]
     second.admit(burst)
     second.heard([timed_out(item) for item in burst[:3]])
     assert second.local.limit(str(callback)) == 8
@@ -121,21 +107,21 @@ def test_struggling_answers_halve_the_fleets_limit_once_a_window_and_answers_gro
     first.heard([timed_out(item) for item in burst[3:]])
     assert first.local.limit(str(callback)) == 8
     time.sleep(1.05)
-    again = [claimed(callback)]
+    again = [claimed_delivery(callback)]
     first.admit(again)
     first.heard([answered(again[0], 503)])
     assert first.local.limit(str(callback)) == 4
     # Another process now admits only the fleet's limit.
-    assert len(second.admit([claimed(callback) for _ in range(10)]).admitted) == 4
+    assert len(second.admit([claimed_delivery(callback) for _ in range(10)]).admitted) == 4
 
 
 def test_a_retry_after_pauses_the_lane_for_every_process(settings):
     first, second = process(settings), process(settings)
     callback = uuid.uuid4()
-    item = claimed(callback)
+    item = claimed_delivery(callback)
     first.admit([item])
     first.heard([answered(item, 429, pause=1.0)])
-    later = [claimed(callback) for _ in range(2)]
+    later = [claimed_delivery(callback) for _ in range(2)]
     admission = second.admit(later)
     assert admission.admitted == []
     [(seconds, waiting)] = admission.wait_seconds.items()
@@ -150,7 +136,7 @@ def test_a_rate_shapes_deliveries_across_processes_and_drops_none(settings):
     callback = uuid.uuid4()
     rate = 20.0
     sent_at: list[float] = []
-    pending = [claimed(callback, rate=rate) for _ in range(30)]
+    pending = [claimed_delivery(callback, rate=rate) for _ in range(30)]
     deadline = time.monotonic() + 5
     turn = 0
     while pending and time.monotonic() < deadline:
@@ -175,7 +161,7 @@ def test_a_rate_shapes_deliveries_across_processes_and_drops_none(settings):
 def test_without_redis_each_process_falls_back_to_its_own_limits(settings):
     away = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     lanes = process(away)
-    items = [claimed(uuid.uuid4(), max_concurrency=1) for _ in range(3)]
+    items = [claimed_delivery(uuid.uuid4(), max_concurrency=1) for _ in range(3)]
     admission = lanes.admit(items)
     assert admission.admitted == items  # the claim's own rooms bound it meanwhile
     assert not lanes.shared
@@ -192,14 +178,14 @@ def test_a_process_holding_the_whole_limit_gives_way_to_another_that_wants_its_s
     first, second = process(settings), process(settings)
     callback = uuid.uuid4()
     lane = str(callback)
-    mine = [claimed(callback, max_concurrency=8) for _ in range(8)]
+    mine = [claimed_delivery(callback, max_concurrency=8) for _ in range(8)]
     assert first.admit(mine, {}).admitted == mine  # alone, the first may take the whole limit
-    theirs = [claimed(callback, max_concurrency=8) for _ in range(6)]
+    theirs = [claimed_delivery(callback, max_concurrency=8) for _ in range(6)]
     assert second.admit(theirs, {}).admitted == []  # full: the second now wants its share
     # Four answers free four slots; the first, holding four, is at its even part (4 of 8), so
     # it takes none of them, and the second gets them.
     first.heard([answered(item) for item in mine[:4]], {lane: 4})
-    more = [claimed(callback, max_concurrency=8) for _ in range(4)]
+    more = [claimed_delivery(callback, max_concurrency=8) for _ in range(4)]
     assert first.admit(more, {lane: 4}).admitted == []
     assert first.local.limit(lane) == 4
     assert len(second.admit(theirs, {}).admitted) == 4
