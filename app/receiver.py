@@ -121,6 +121,7 @@ class Receiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._started: Future[None] | None = None
 
     # -- what the tests use ----------------------------------------------------------------------
 
@@ -192,6 +193,7 @@ class Receiver:
     def start(self) -> Receiver:
         """Serve from a background thread, on an event loop of its own, until ``stop``."""
         started: Future[None] = Future()
+        self._started = started
         self._thread = threading.Thread(
             target=asyncio.run, args=(self._serve(started),), name="receiver", daemon=True
         )
@@ -201,6 +203,11 @@ class Receiver:
 
     def stop(self) -> None:
         """Close every connection and end the background thread."""
+        if self._started is not None:
+            # Stopped while still starting (a Ctrl-C right away): let it finish starting first,
+            # or there is no loop yet to tell and the thread would serve on.
+            with contextlib.suppress(Exception):
+                self._started.result(timeout=10)
         if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread is not None:
@@ -218,16 +225,19 @@ class Receiver:
         self._socket = _listening_socket(self.port, self.backlog)
         self._in_loop(self._open())
 
-    def run(self) -> None:
-        """Serve in the foreground until Ctrl-C or SIGTERM."""
+    def run(self, serving: Callable[[], None] = lambda: None) -> None:
+        """Serve in the foreground until Ctrl-C or SIGTERM; ``serving`` is called once requests
+        are being answered."""
 
         def interrupt(_signum: int, _frame: Any) -> None:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, interrupt)
-        self.start()
         try:
+            # Starting is inside: a Ctrl-C that lands while the server starts still stops it.
             with contextlib.suppress(KeyboardInterrupt):
+                self.start()
+                serving()
                 while True:
                     signal.pause()
         finally:
@@ -437,8 +447,11 @@ def serve(
     )
     for folder, seconds in delays:
         receiver.behaviours[folder] = Behaviour([status], body=b"", delay_seconds=seconds)
-    print(f"listening on http://127.0.0.1:{receiver.port}/ (Ctrl-C to stop)", flush=True)
-    receiver.run()
+    receiver.run(
+        serving=lambda: print(
+            f"listening on http://127.0.0.1:{receiver.port}/ (Ctrl-C to stop)", flush=True
+        )
+    )
 
 
 def _folder_delay(text: str) -> tuple[str, float]:
