@@ -187,6 +187,7 @@ class Admission:
     wait_seconds: dict[float, list[ClaimedDelivery]] = field(default_factory=dict)
 
     def waiting_for_time(self) -> list[ClaimedDelivery]:
+        """Everything in ``wait_seconds``, whatever its wait."""
         return [item for items in self.wait_seconds.values() for item in items]
 
 
