@@ -239,7 +239,10 @@ class Receiver:
                 self.start()
                 serving()
                 while True:
-                    signal.pause()
+                    # Not signal.pause(): a signal that lands just before it, or on the server's
+                    # thread, would leave it waiting for another. Python runs the handler (and
+                    # so raises KeyboardInterrupt) the next time this thread wakes.
+                    time.sleep(0.5)
         finally:
             self.stop()
 

@@ -200,3 +200,39 @@ def test_the_receiver_records_when_it_answered_so_concurrency_can_be_measured(re
     seen = receiver.received("/slow")
     assert all(r.answered_at - r.at >= 0.29 for r in seen)
     assert peak_in_flight(seen) == 4
+
+
+# Run as its own process: only a process's main thread may wait for Ctrl-C.
+_CTRL_C_ON_THE_SERVERS_THREAD = """
+import signal, sys, threading, time
+import requests
+from app.receiver import Receiver
+
+receiver = Receiver(int(sys.argv[1]))
+
+def interrupt_the_server_thread():
+    while True:
+        try:
+            requests.get(receiver.url("/_health"), timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    (server,) = [t for t in threading.enumerate() if t.name == "receiver"]
+    signal.pthread_kill(server.ident, signal.SIGINT)
+
+threading.Thread(target=interrupt_the_server_thread, daemon=True).start()
+receiver.run()
+print("stopped", flush=True)
+"""
+
+
+def test_a_ctrl_c_the_kernel_hands_to_the_servers_thread_still_stops_it():
+    """A signal sent to a process may be handed to any of its threads; Python then runs the
+    handler on the main thread, but only once that thread wakes."""
+    stopped = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_ON_THE_SERVERS_THREAD, str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert stopped.stdout == "stopped\n", stopped.stderr
