@@ -232,7 +232,12 @@ class Receiver:
         def interrupt(_signum: int, _frame: Any) -> None:
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGTERM, interrupt)
+        # Whatever it inherited: a parent may have ignored or blocked Ctrl-C (a job started in
+        # the background of a script ignores it), and then this would never stop.
+        stops = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        for signum in stops:
+            signal.signal(signum, interrupt)
         try:
             # Starting is inside: a Ctrl-C that lands while the server starts still stops it.
             with contextlib.suppress(KeyboardInterrupt):

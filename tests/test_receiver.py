@@ -3,11 +3,13 @@ told, records what arrived, and serves in a thread or as a process of its own.""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -236,3 +238,31 @@ def test_a_ctrl_c_the_kernel_hands_to_the_servers_thread_still_stops_it():
         timeout=30,
     )
     assert stopped.stdout == "stopped\n", stopped.stderr
+
+
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _block_ctrl_c() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@pytest.mark.parametrize("inherited", [_ignore_ctrl_c, _block_ctrl_c], ids=["ignored", "blocked"])
+def test_the_cli_receiver_stops_on_ctrl_c_whatever_its_parent_did_with_it(inherited):
+    """A job a script starts in the background inherits Ctrl-C ignored; a parent may block it."""
+    port = free_port()
+    receiver = subprocess.Popen(
+        [str(Path(sys.executable).parent / "boomerang"), "receiver", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=inherited,
+    )
+    try:
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().startswith("listening on")
+        receiver.send_signal(signal.SIGINT)
+        receiver.communicate(timeout=10)
+    finally:
+        receiver.kill()
+    assert receiver.returncode == 0
