@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from app.cooldown import quick_redis
+from app.redis_scripts import evaluate_each
 from config.settings import Settings
 from workers.delivery.store import ClaimedDelivery
 
@@ -109,15 +110,13 @@ class TenantCeiling:
     ) -> dict[uuid.UUID | None, int]:
         """Count, per tenant, as many of the wanted attempts as this second has room for; how
         many each got."""
-        pipeline = self._redis.pipeline(transaction=False)
         tenants = list(wanted)
-        for tenant in tenants:
-            self._take_room(
-                keys=[_key(tenant, second)],
-                args=[wanted[tenant], self.per_second, KEY_SECONDS],
-                client=pipeline,
-            )
-        return dict(zip(tenants, (int(taken) for taken in pipeline.execute()), strict=True))
+        calls = [
+            ([_key(tenant, second)], [wanted[tenant], self.per_second, KEY_SECONDS])
+            for tenant in tenants
+        ]
+        taken = evaluate_each(self._redis, self._take_room, calls)
+        return dict(zip(tenants, (int(count) for count in taken), strict=True))
 
     def _fail(self) -> None:
         log.warning("tenant ceiling: Redis unavailable, not applied for a while")

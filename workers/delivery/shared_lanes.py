@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import redis
 
 from app.cooldown import quick_redis
+from app.redis_scripts import evaluate_each
 from config.settings import Settings
 from workers.delivery.http import HttpResult
 from workers.delivery.lanes import LaneLimits, struggling
@@ -236,25 +237,22 @@ class SharedLanes:
         if not claimed or not self.shared:
             return Admission(admitted=list(claimed))
         by_lane = _by_lane(claimed)
-        pipeline = self._redis.pipeline(transaction=False)
+        calls = []
         for lane, items in by_lane.items():
             cap, rate = _limits_of(items[0], self.settings)
-            self._admit(
-                keys=lane_keys(lane),
-                args=[
-                    self.settings.delivery_lease_seconds,
-                    cap,
-                    self.local.initial,
-                    rate,
-                    burst_of(rate) if rate else 1,
-                    self.sender,
-                    (in_flight or {}).get(lane, 0),
-                    *(slot_of(item) for item in items),
-                ],
-                client=pipeline,
-            )
+            args = [
+                self.settings.delivery_lease_seconds,
+                cap,
+                self.local.initial,
+                rate,
+                burst_of(rate) if rate else 1,
+                self.sender,
+                (in_flight or {}).get(lane, 0),
+                *(slot_of(item) for item in items),
+            ]
+            calls.append((lane_keys(lane), args))
         try:
-            answers = pipeline.execute()
+            answers = evaluate_each(self._redis, self._admit, calls)
         except redis.RedisError:
             self._fail()
             return Admission(admitted=list(claimed))
@@ -288,25 +286,22 @@ class SharedLanes:
         by_lane: dict[str, list[Answer]] = defaultdict(list)
         for answer in answers:
             by_lane[answer.claimed.lane].append(answer)
-        pipeline = self._redis.pipeline(transaction=False)
+        calls = []
         for lane, lane_answers in by_lane.items():
             cap, _ = _limits_of(lane_answers[0].claimed, self.settings)
             said = [a for a in lane_answers if a.result.status is not None]
             pause = max((a.pause_seconds or 0.0 for a in lane_answers), default=0.0)
-            self._heard(
-                keys=lane_keys(lane),
-                args=[
-                    cap,
-                    self.local.initial,
-                    len(said),
-                    sum(1 for a in lane_answers if struggling(a.result)),
-                    pause,
-                    *(slot_of(a.claimed) for a in lane_answers),
-                ],
-                client=pipeline,
-            )
+            args = [
+                cap,
+                self.local.initial,
+                len(said),
+                sum(1 for a in lane_answers if struggling(a.result)),
+                pause,
+                *(slot_of(a.claimed) for a in lane_answers),
+            ]
+            calls.append((lane_keys(lane), args))
         try:
-            states = pipeline.execute()
+            states = evaluate_each(self._redis, self._heard, calls)
         except redis.RedisError:
             self._fail()
             return
