@@ -34,16 +34,19 @@ def next_attempt_at(
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent or odd."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), at most
+    ``MAX_RETRY_AFTER_SECONDS``; None if absent or odd."""
     if not value:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # "²".isdigit() is True too
-        return float(value)
+        # Capped here, not only where a retry is scheduled: the pause it sets on the whole
+        # callback is a date too, and a receiver's 400 digits make float() infinite.
+        return min(float(value), MAX_RETRY_AFTER_SECONDS)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
+    return min(max((when - now).total_seconds(), 0.0), MAX_RETRY_AFTER_SECONDS)

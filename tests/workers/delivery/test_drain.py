@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from app.clock import utcnow
 from app.models import Delivery, DeliveryAttempt, DeliveryStatus
 from tests.factories import make_callback, make_delivery
 from workers.delivery.drain import Dispatcher
 from workers.delivery.http import OutboundClient
+from workers.delivery.retry import MAX_RETRY_AFTER_SECONDS
 
 
 def dispatcher(db_session, settings, waker, **changes) -> Dispatcher:
@@ -105,6 +108,32 @@ def test_many_hanging_callbacks_cannot_take_the_slots_of_one_that_answers(
     # receivers share half the slots and probe a few more: six went, and two slots stayed free.
     assert len([at for at in hang if at < first_timeout]) == 6
     assert len(ok) == 7 and ok[-1] < first_timeout
+
+
+def test_a_receiver_asking_for_an_endless_pause_gets_the_capped_one_and_the_drain_goes_on(
+    db_session, settings, tenant, receiver, wakes
+):
+    # 400 digits: float() makes that infinite, and the pause the fleet shares for the callback
+    # then put its other deliveries back at a date no datetime holds, failing the drain.
+    receiver.answer("/busy", 429, headers={"Retry-After": "9" * 400})
+    callback = make_callback(db_session, tenant.row, receiver.url("/busy"))
+    first, second = make_delivery(db_session, callback), make_delivery(db_session, callback)
+    db_session.commit()
+    drain = dispatcher(
+        db_session, settings, wakes[0], delivery_concurrency=1, delivery_batch_size=1
+    )
+    started = utcnow()
+    try:
+        stats = drain.drain(budget_seconds=5)
+    finally:
+        drain.close()
+    assert stats.attempts == 1
+    assert len(receiver.received("/busy")) == 1
+    db_session.expire_all()
+    latest = started + timedelta(seconds=MAX_RETRY_AFTER_SECONDS + 60)
+    for delivery in (db_session.get(Delivery, first.id), db_session.get(Delivery, second.id)):
+        assert delivery is not None and delivery.status is DeliveryStatus.PENDING
+        assert started + timedelta(hours=23) < delivery.next_attempt_at < latest
 
 
 def test_a_drain_out_of_time_leaves_the_work_to_a_new_wake(

@@ -1,6 +1,8 @@
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from workers.delivery.retry import MAX_RETRY_AFTER_SECONDS, next_attempt_at, parse_retry_after
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -41,3 +43,8 @@ def test_it_reads_retry_after_as_seconds_or_an_http_date():
     assert parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", NOW) == 60
     assert parse_retry_after("soon", NOW) is None
     assert parse_retry_after(None, NOW) is None
+
+
+@pytest.mark.parametrize("value", ["999999999999", "9" * 400, "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_receiver_cannot_ask_for_a_pause_longer_than_the_cap(value):
+    assert parse_retry_after(value, NOW) == MAX_RETRY_AFTER_SECONDS
