@@ -14,7 +14,7 @@ Each claim asks once (one pipelined round trip, a script per lane) which of its 
 each recorded batch tells once what came back. The scripts read Redis' own clock, so hosts whose
 clocks differ still share one schedule. If Redis cannot be reached, each process falls back to the
 limits it learned itself (``LaneLimits``) for a few seconds: delivery must not stop for a wake
-store.
+store. The slots of attempts that come back meanwhile are freed once Redis is asked again.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ CUT_WINDOW_SECONDS = 1.0
 FORGET_SECONDS = 3600
 # How long a process leaves alone a lane the fleet holds full before asking again.
 FULL_RECHECK_SECONDS = 0.1
+# Slots of answered attempts a process keeps to free later, at most, while Redis is not being
+# asked; past that the oldest are left to run out with their leases.
+UNFREED_SLOTS = 10_000
 # How long a process refused for want of room counts as wanting its share of a lane: several
 # rechecks long, so a process that asks again soon keeps its claim on a share.
 WANTING_SECONDS = 1.0
@@ -216,6 +219,11 @@ class SharedLanes:
         self.sender = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Lanes the fleet holds full or paused, and when to ask about each again.
         self._held: dict[str, float] = {}
+        # Slots of attempts that came back while Redis was not being asked (after a failure),
+        # by lane, with the lane's cap: freed as soon as it is asked again. Left to their leases
+        # instead, a callback with a small max_concurrency would look full to the whole fleet
+        # for up to a lease after one Redis blip.
+        self._unfreed: dict[str, tuple[int, list[str]]] = {}
 
     @property
     def shared(self) -> bool:
@@ -235,6 +243,8 @@ class SharedLanes:
         """Split a claim by what each lane allows across the fleet now. ``in_flight`` is what
         this process already has in flight per lane (it sizes the next claim; see ``_learn``)."""
         if not claimed or not self.shared:
+            return Admission(admitted=list(claimed))
+        if self._unfreed and not self._free_unheard():
             return Admission(admitted=list(claimed))
         by_lane = _by_lane(claimed)
         calls = []
@@ -281,11 +291,14 @@ class SharedLanes:
         for answer in answers:
             cap, _ = _limits_of(answer.claimed, self.settings)
             self.local.heard(answer.claimed.lane, answer.result, cap)
-        if not answers or not self.shared:
+        if not answers:
             return
         by_lane: dict[str, list[Answer]] = defaultdict(list)
         for answer in answers:
             by_lane[answer.claimed.lane].append(answer)
+        if not self.shared or (self._unfreed and not self._free_unheard()):
+            self._keep_unfreed(by_lane)
+            return
         calls = []
         for lane, lane_answers in by_lane.items():
             cap, _ = _limits_of(lane_answers[0].claimed, self.settings)
@@ -304,12 +317,38 @@ class SharedLanes:
             states = evaluate_each(self._redis, self._heard, calls)
         except redis.RedisError:
             self._fail()
+            self._keep_unfreed(by_lane)
             return
         for lane, (limit, busy) in zip(by_lane, states, strict=True):
             mine = (in_flight or {}).get(lane, 0) if in_flight is not None else None
             self._learn(lane, int(limit), int(busy), mine)
             if lane in self._held and self._held[lane] - time.monotonic() <= FULL_RECHECK_SECONDS:
                 del self._held[lane]  # a slot just came free
+
+    def _keep_unfreed(self, by_lane: Mapping[str, Sequence[Answer]]) -> None:
+        """Remember the slots of these answers, to free them once Redis is asked again."""
+        for lane, lane_answers in by_lane.items():
+            cap, _ = _limits_of(lane_answers[0].claimed, self.settings)
+            _, slots = self._unfreed.pop(lane, (cap, []))
+            slots += [slot_of(answer.claimed) for answer in lane_answers]
+            self._unfreed[lane] = (cap, slots)  # re-inserted: the most recent lane last
+        while sum(len(slots) for _, slots in self._unfreed.values()) > UNFREED_SLOTS:
+            del self._unfreed[next(iter(self._unfreed))]  # the lane heard from longest ago
+
+    def _free_unheard(self) -> bool:
+        """Free the slots kept while Redis was not asked; False if Redis failed again. Their
+        answers taught nothing: the limits already moved on in this process."""
+        calls = [
+            (lane_keys(lane), [cap, self.local.initial, 0, 0, 0, *slots])
+            for lane, (cap, slots) in self._unfreed.items()
+        ]
+        try:
+            evaluate_each(self._redis, self._heard, calls)
+        except redis.RedisError:
+            self._fail()
+            return False
+        self._unfreed.clear()
+        return True
 
     def _learn(
         self, lane: str, limit: int, busy: int, mine: int | None, share: int | None = None

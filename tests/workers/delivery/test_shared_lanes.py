@@ -9,9 +9,11 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from tests.factories import claimed_delivery
 from tests.support.processes import free_port
+from workers.delivery import shared_lanes
 from workers.delivery.http import ErrorKind, HttpResult
 from workers.delivery.lanes import LaneLimits
 from workers.delivery.shared_lanes import Answer, SharedLanes, burst_of
@@ -129,6 +131,27 @@ def test_a_retry_after_pauses_the_lane_for_every_process(settings):
     assert 0.5 < seconds <= 1.0
     time.sleep(seconds + 0.05)
     assert second.admit(later).admitted == later
+
+
+def test_slots_answered_during_a_redis_blip_are_freed_once_it_is_asked_again(settings, monkeypatch):
+    first, second = process(settings), process(settings)
+    callback = uuid.uuid4()
+    mine = [claimed_delivery(callback, max_concurrency=2) for _ in range(2)]
+    assert first.admit(mine).admitted == mine
+    monkeypatch.setattr(shared_lanes, "SKIP_AFTER_FAILURE_SECONDS", 0.2)
+    answers_redis = shared_lanes.evaluate_each
+
+    def blip(*args, **kwargs):
+        monkeypatch.setattr(shared_lanes, "evaluate_each", answers_redis)
+        raise redis.TimeoutError("one call timed out")
+
+    monkeypatch.setattr(shared_lanes, "evaluate_each", blip)
+    first.heard([answered(item) for item in mine])
+    theirs = [claimed_delivery(callback, max_concurrency=2)]
+    assert second.admit(theirs).admitted == []  # the fleet still counts both slots
+    time.sleep(0.25)  # the first process asks Redis again
+    first.admit([claimed_delivery(uuid.uuid4())])
+    assert second.admit(theirs).admitted == theirs
 
 
 def test_a_rate_shapes_deliveries_across_processes_and_drops_none(settings):
