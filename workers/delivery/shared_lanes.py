@@ -242,10 +242,10 @@ class SharedLanes:
     ) -> Admission:
         """Split a claim by what each lane allows across the fleet now. ``in_flight`` is what
         this process already has in flight per lane (it sizes the next claim; see ``_learn``)."""
-        if not claimed or not self.shared:
-            return Admission(admitted=list(claimed))
-        if self._unfreed and not self._free_unheard():
-            return Admission(admitted=list(claimed))
+        if not claimed:
+            return Admission()
+        if not self.shared or (self._unfreed and not self._free_unheard()):
+            return self._admit_locally(claimed, in_flight)
         by_lane = _by_lane(claimed)
         calls = []
         for lane, items in by_lane.items():
@@ -265,7 +265,7 @@ class SharedLanes:
             answers = evaluate_each(self._redis, self._admit, calls)
         except redis.RedisError:
             self._fail()
-            return Admission(admitted=list(claimed))
+            return self._admit_locally(claimed, in_flight)
         admission = Admission()
         for (lane, items), (count, limit, busy, wait, share) in zip(
             by_lane.items(), answers, strict=True
@@ -283,6 +283,21 @@ class SharedLanes:
             else:
                 admission.wait_for_slot += rest
                 self._held[lane] = time.monotonic() + FULL_RECHECK_SECONDS
+        return admission
+
+    def _admit_locally(
+        self, claimed: Sequence[ClaimedDelivery], in_flight: Mapping[str, int] | None
+    ) -> Admission:
+        """Without Redis: this process's own limits, and each callback's max_concurrency counted
+        in this process alone. The claim sized each callback by this process's learned limit,
+        which starts at 8 for a callback it has not heard from, whatever its max_concurrency."""
+        admission = Admission()
+        for lane, items in _by_lane(claimed).items():
+            cap, _ = _limits_of(items[0], self.settings)
+            self.local.set(lane, min(self.local.limit(lane), cap))
+            room = max(0, self.local.limit(lane) - (in_flight or {}).get(lane, 0))
+            admission.admitted += items[:room]
+            admission.wait_for_slot += items[room:]
         return admission
 
     def heard(self, answers: Sequence[Answer], in_flight: Mapping[str, int] | None = None) -> None:

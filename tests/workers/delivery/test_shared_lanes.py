@@ -192,6 +192,20 @@ def test_without_redis_each_process_falls_back_to_its_own_limits(settings):
     assert lanes.local.limit(items[0].lane) == 1
 
 
+def test_without_redis_a_callbacks_own_max_concurrency_still_holds_in_each_process(settings):
+    away = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    lanes = process(away)
+    callback = uuid.uuid4()
+    # A callback this process never heard from: the claim sized it at the initial limit, 8.
+    items = [claimed_delivery(callback, max_concurrency=2) for _ in range(5)]
+    admission = lanes.admit(items, {})
+    assert admission.admitted == items[:2]
+    assert admission.wait_for_slot == items[2:]
+    assert lanes.local.limit(str(callback)) == 2  # the next claim leases no more than that
+    more = [claimed_delivery(callback, max_concurrency=2)]
+    assert lanes.admit(more, {str(callback): 2}).wait_for_slot == more
+
+
 @pytest.mark.parametrize("rate", [0.5, 1, 20, 1000])
 def test_a_rate_allows_a_tenth_of_a_second_back_to_back_and_never_less_than_one(rate):
     assert burst_of(rate) == max(1, -(-rate // 10))
