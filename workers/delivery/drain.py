@@ -327,6 +327,7 @@ class _Drain:
         then fails, leaving what is in flight to be recorded)."""
         if self.claim_failure is not None:
             return []
+        counted, admission = None, None
         try:
             held = self.dispatcher.shared_lanes.held_lanes() + self.dispatcher.unproven_held()
             slots = self.settings.delivery_concurrency
@@ -364,6 +365,12 @@ class _Drain:
             return admission.admitted
         except Exception as exc:
             self.session.rollback()
+            # Leased no more: what they took of their callbacks' room and their tenants' second
+            # goes back rather than stay taken until it runs out.
+            if admission is not None:
+                self.dispatcher.shared_lanes.release(admission.admitted)
+            if counted is not None:
+                self.dispatcher.ceiling.give_back(counted, counted.admitted)
             # Those POSTs were made: they are recorded, not dropped and sent again.
             self.claim_failure = exc
             return []

@@ -312,7 +312,7 @@ class SharedLanes:
         for answer in answers:
             by_lane[answer.claimed.lane].append(answer)
         if not self.shared or (self._unfreed and not self._free_unheard()):
-            self._keep_unfreed(by_lane)
+            self._keep_unfreed([answer.claimed for answer in answers])
             return
         calls = []
         for lane, lane_answers in by_lane.items():
@@ -332,7 +332,7 @@ class SharedLanes:
             states = evaluate_each(self._redis, self._heard, calls)
         except redis.RedisError:
             self._fail()
-            self._keep_unfreed(by_lane)
+            self._keep_unfreed([answer.claimed for answer in answers])
             return
         for lane, (limit, busy) in zip(by_lane, states, strict=True):
             mine = (in_flight or {}).get(lane, 0) if in_flight is not None else None
@@ -340,13 +340,21 @@ class SharedLanes:
             if lane in self._held and self._held[lane] - time.monotonic() <= FULL_RECHECK_SECONDS:
                 del self._held[lane]  # a slot just came free
 
-    def _keep_unfreed(self, by_lane: Mapping[str, Sequence[Answer]]) -> None:
-        """Remember the slots of these answers, to free them once Redis is asked again."""
-        for lane, lane_answers in by_lane.items():
-            cap, _ = _limits_of(lane_answers[0].claimed, self.settings)
+    def release(self, admitted: Sequence[ClaimedDelivery]) -> None:
+        """Free the slots of admitted deliveries that will not be sent after all (their claim
+        failed): held, they would keep their callback's room taken for a lease."""
+        if admitted:
+            self._keep_unfreed(admitted)
+            if self.shared:
+                self._free_unheard()
+
+    def _keep_unfreed(self, items: Sequence[ClaimedDelivery]) -> None:
+        """Remember the slots of these deliveries, to free them once Redis is asked again."""
+        for lane, lane_items in _by_lane(items).items():
+            cap, _ = _limits_of(lane_items[0], self.settings)
             _, slots = self._unfreed.pop(lane, (cap, []))
-            slots += [slot_of(answer.claimed) for answer in lane_answers]
-            self._unfreed[lane] = (cap, slots)  # re-inserted: the most recent lane last
+            # Re-inserted: the lane heard from most recently goes last.
+            self._unfreed[lane] = (cap, slots + [slot_of(item) for item in lane_items])
         while sum(len(slots) for _, slots in self._unfreed.values()) > UNFREED_SLOTS:
             del self._unfreed[next(iter(self._unfreed))]  # the lane heard from longest ago
 

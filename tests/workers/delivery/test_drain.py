@@ -180,6 +180,37 @@ def test_a_drain_that_fails_lets_go_of_the_wake_key(
     assert redis.Redis.from_url(settings.redis_url).exists(DELIVERY_WAKE.draining) == 0
 
 
+def test_a_claim_that_fails_to_commit_gives_back_its_callbacks_room(
+    db_session, settings, tenant, receiver, wakes, monkeypatch
+):
+    import redis
+    from sqlalchemy.exc import OperationalError
+
+    from workers.delivery.shared_lanes import lane_keys
+
+    callback = make_callback(db_session, tenant.row, receiver.url("/hook"))
+    for _ in range(3):
+        make_delivery(db_session, callback)
+    db_session.commit()
+
+    def lost_connection():
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(db_session, "commit", lost_connection)
+    drain = dispatcher(db_session, settings, wakes[0])
+    try:
+        with pytest.raises(OperationalError):
+            drain.drain()
+    finally:
+        monkeypatch.undo()
+        drain.close()
+    assert receiver.received("/hook") == []
+    # Admitted and then not sent: held, these slots would keep the callback's room taken across
+    # the fleet until their leases ran out.
+    _, busy, _ = lane_keys(str(callback.id))
+    assert redis.Redis.from_url(settings.redis_url).zcard(busy) == 0
+
+
 def test_a_drain_out_of_time_returns_without_waiting_for_a_slow_receiver_and_its_attempt_is_still_logged_once(  # noqa: E501 (a sentence)
     db_session, settings, tenant, receiver, wakes
 ):
