@@ -106,12 +106,15 @@ if rate > 0 and admitted > 0 then
   if start <= now + tolerance then
     fit = math.floor((now + tolerance - start) / interval + 1e-9) + 1
   end
-  if fit < admitted then
+  -- Only what the rate held back waits for time; what the concurrency held back waits for a
+  -- slot, as in a lane without a rate (and counts this process as wanting).
+  local held_by_rate = fit < admitted
+  if held_by_rate then
     admitted = fit
   end
   local tat = start + admitted * interval
   redis.call('HSET', KEYS[1], 'tat', tostring(tat))
-  if admitted < wanted then
+  if held_by_rate then
     wait = math.max(tat - tolerance - now, 0.001)
   end
 end

@@ -133,6 +133,17 @@ def test_a_retry_after_pauses_the_lane_for_every_process(settings):
     assert second.admit(later).admitted == later
 
 
+def test_a_rate_limited_callback_at_its_concurrency_waits_for_a_slot_not_for_time(settings):
+    callback = uuid.uuid4()
+    items = [claimed_delivery(callback, max_concurrency=3, rate=1000) for _ in range(5)]
+    admission = process(settings).admit(items)
+    # The rate had room for all five (a burst of 100): only the cap of 3 held two back, so they
+    # keep their place in the queue rather than being put back due a moment later.
+    assert admission.admitted == items[:3]
+    assert admission.wait_for_slot == items[3:]
+    assert admission.wait_seconds == {}
+
+
 def test_slots_answered_during_a_redis_blip_are_freed_once_it_is_asked_again(settings, monkeypatch):
     first, second = process(settings), process(settings)
     callback = uuid.uuid4()
