@@ -55,6 +55,8 @@ FULL_RECHECK_SECONDS = 0.1
 # Slots of answered attempts a process keeps to free later, at most, while Redis is not being
 # asked; past that the oldest are left to run out with their leases.
 UNFREED_SLOTS = 10_000
+# Members one script call frees at most: Lua's unpack() stops at about 8,000.
+CHUNK = 1_000
 # How long a process refused for want of room counts as wanting its share of a lane: several
 # rechecks long, so a process that asks again soon keeps its claim on a share.
 WANTING_SECONDS = 1.0
@@ -365,14 +367,21 @@ class SharedLanes:
         """Free the slots kept while Redis was not asked; False if Redis failed again. Their
         answers taught nothing: the limits already moved on in this process."""
         calls = [
-            (lane_keys(lane), [cap, self.local.initial, 0, 0, 0, *slots])
+            (lane_keys(lane), [cap, self.local.initial, 0, 0, 0, *slots[start : start + CHUNK]])
             for lane, (cap, slots) in self._unfreed.items()
+            for start in range(0, len(slots), CHUNK)
         ]
         try:
             evaluate_each(self._redis, self._heard, calls)
-        except redis.RedisError:
+        except (redis.ConnectionError, redis.TimeoutError):
             self._fail()
             return False
+        except redis.RedisError:
+            # Refused rather than unreached: asking again would be refused again, and would
+            # keep this process off Redis for good. They run out with their leases instead.
+            log.exception("shared lane limits: could not free %d kept slots", len(calls))
+            self._unfreed.clear()
+            return True
         self._unfreed.clear()
         return True
 

@@ -16,7 +16,7 @@ from tests.support.processes import free_port
 from workers.delivery import shared_lanes
 from workers.delivery.http import ErrorKind, HttpResult
 from workers.delivery.lanes import LaneLimits
-from workers.delivery.shared_lanes import Answer, SharedLanes, burst_of
+from workers.delivery.shared_lanes import Answer, SharedLanes, burst_of, lane_keys, slot_of
 from workers.delivery.store import ClaimedDelivery
 
 
@@ -163,6 +163,40 @@ def test_slots_answered_during_a_redis_blip_are_freed_once_it_is_asked_again(set
     time.sleep(0.25)  # the first process asks Redis again
     first.admit([claimed_delivery(uuid.uuid4())])
     assert second.admit(theirs).admitted == theirs
+
+
+def test_more_slots_kept_in_one_lane_than_one_script_call_takes_are_all_freed(
+    settings, monkeypatch
+):
+    lanes = process(settings)
+    callback = uuid.uuid4()
+    items = [claimed_delivery(callback) for _ in range(9_000)]
+    _, busy, _ = lane_keys(str(callback))
+    fleet = redis.Redis.from_url(settings.redis_url)
+    fleet.zadd(busy, {slot_of(item): time.time() + 60 for item in items})  # all in flight
+    monkeypatch.setattr(shared_lanes, "SKIP_AFTER_FAILURE_SECONDS", 0.2)
+    lanes._fail()  # as after a failed call: Redis is left alone for a moment
+    lanes.heard([answered(item) for item in items])
+    time.sleep(0.25)
+    lanes.admit([claimed_delivery(uuid.uuid4())])
+    # In one script call, Lua's unpack() would refuse 9,000 members.
+    assert fleet.zcard(busy) == 0
+    assert lanes.shared
+
+
+def test_kept_slots_redis_refuses_to_free_are_dropped_not_asked_for_again(settings, monkeypatch):
+    lanes = process(settings)
+    callback = uuid.uuid4()
+    _, busy, _ = lane_keys(str(callback))
+    redis.Redis.from_url(settings.redis_url).set(busy, "not a sorted set", ex=60)
+    monkeypatch.setattr(shared_lanes, "SKIP_AFTER_FAILURE_SECONDS", 0.2)
+    lanes._fail()
+    lanes.heard([answered(claimed_delivery(callback))])
+    time.sleep(0.25)
+    # WRONGTYPE would come back on every try: asked again, it would keep this process off
+    # Redis for good.
+    lanes.admit([claimed_delivery(uuid.uuid4())])
+    assert lanes.shared
 
 
 def test_a_rate_shapes_deliveries_across_processes_and_drops_none(settings):
