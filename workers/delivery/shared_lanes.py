@@ -379,9 +379,8 @@ class SharedLanes:
         except redis.RedisError:
             # Refused rather than unreached: asking again would be refused again, and would
             # keep this process off Redis for good. They run out with their leases instead.
-            log.exception("shared lane limits: could not free %d kept slots", len(calls))
-            self._unfreed.clear()
-            return True
+            kept = sum(len(slots) for _, slots in self._unfreed.values())
+            log.exception("shared lane limits: could not free %d kept slots", kept)
         self._unfreed.clear()
         return True
 
