@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # process per interval costs nothing.
 REFRESH_SECONDS = 30.0
 # Readings per measurement, of which the quickest counts: a process measures as it starts, when
-# the machine is busiest, and a slow reading once put a fleet's sweeps a second behind Postgres.
+# the machine is busiest, and one reading that waited there can be off by half its wait.
 READINGS = 3
 # After a failed measurement (Postgres away), look again this soon rather than a whole interval.
 RETRY_SECONDS = 5.0
