@@ -235,6 +235,11 @@ class SharedLanes:
         """Whether Redis is being asked (False for a few seconds after it failed)."""
         return time.monotonic() >= self._skip_until
 
+    def _asking_redis(self) -> bool:
+        """Whether to ask Redis now: not for a while after it failed, and only once the slots
+        kept meanwhile are freed."""
+        return self.shared and (not self._unfreed or self._free_unheard())
+
     def held_lanes(self) -> list[str]:
         """Lanes not to claim for now: full or paused across the fleet."""
         now = time.monotonic()
@@ -249,7 +254,7 @@ class SharedLanes:
         this process already has in flight per lane (it sizes the next claim; see ``_learn``)."""
         if not claimed:
             return Admission()
-        if not self.shared or (self._unfreed and not self._free_unheard()):
+        if not self._asking_redis():
             return self._admit_locally(claimed, in_flight)
         by_lane = _by_lane(claimed)
         calls = []
@@ -316,7 +321,7 @@ class SharedLanes:
         by_lane: dict[str, list[Answer]] = defaultdict(list)
         for answer in answers:
             by_lane[answer.claimed.lane].append(answer)
-        if not self.shared or (self._unfreed and not self._free_unheard()):
+        if not self._asking_redis():
             self._keep_unfreed([answer.claimed for answer in answers])
             return
         calls = []
