@@ -89,6 +89,16 @@ class TenantCeiling:
             waiting += items[taken[tenant] :]
         return Counted(admitted, waiting, second + 1, second)
 
+    def recount_if_late(self, counted: Counted, admitted: Sequence[ClaimedDelivery]) -> Counted:
+        """Count ``admitted`` again if the second they were counted in is over before they start.
+
+        A claim that is slow to finish (a busy host, a slow commit) would otherwise start one
+        second's attempts in the next, beside the next second's own: twice the ceiling there.
+        Their old second needs no give-back, being past. What finds no room waits as usual."""
+        if counted.second is None or math.floor(self.clock()) <= counted.second:
+            return Counted(list(admitted), [], counted.due_at, counted.second)
+        return self.admit(admitted)
+
     def give_back(self, counted: Counted, unsent: Sequence[ClaimedDelivery]) -> None:
         """Uncount admitted attempts that did not go after all (their callback's limit had no
         room): a tenant's ceiling counts what it sends, not what its claims asked for, or a

@@ -327,7 +327,7 @@ class _Drain:
         then fails, leaving what is in flight to be recorded)."""
         if self.claim_failure is not None:
             return []
-        counted, admission = None, None
+        counted, admission, recounted = None, None, None
         try:
             held = self.dispatcher.shared_lanes.held_lanes() + self.dispatcher.unproven_held()
             slots = self.settings.delivery_concurrency
@@ -362,14 +362,21 @@ class _Drain:
                 counted,
                 unproven_waiting + admission.wait_for_slot + admission.waiting_for_time(),
             )
-            return admission.admitted
+            recounted = self.dispatcher.ceiling.recount_if_late(counted, admission.admitted)
+            if recounted.waiting:
+                self.dispatcher.shared_lanes.release(recounted.waiting)
+                self.put_back(recounted.waiting, recounted.due_at - time.time())
+                self.session.commit()
+            return recounted.admitted
         except Exception as exc:
             self.session.rollback()
             # Leased no more: what they took of their callbacks' room and their tenants' second
             # goes back rather than stay taken until it runs out.
             if admission is not None:
                 self.dispatcher.shared_lanes.release(admission.admitted)
-            if counted is not None:
+            if recounted is not None:
+                self.dispatcher.ceiling.give_back(recounted, recounted.admitted)
+            elif counted is not None:
                 self.dispatcher.ceiling.give_back(counted, counted.admitted)
             # Those POSTs were made: they are recorded, not dropped and sent again.
             self.claim_failure = exc

@@ -79,6 +79,60 @@ def test_the_ceiling_counts_only_what_it_admits_and_takes_back_what_did_not_go(s
     )
 
 
+def test_attempts_whose_second_ends_before_they_start_are_counted_again_in_the_next(settings):
+    now = [1_900_000_000.98]
+    ceiling = TenantCeiling(settings.replace(tenant_attempts_per_second=5), clock=lambda: now[0])
+    tenant_id = uuid.uuid4()
+    late = ceiling.admit([claimed_delivery(tenant_id=tenant_id) for _ in range(4)])
+    # Still their second: they go as counted.
+    assert ceiling.recount_if_late(late, late.admitted).admitted == late.admitted
+    now[0] += 0.04  # the claim finished in the next second, where 3 have started already
+    assert (
+        len(ceiling.admit([claimed_delivery(tenant_id=tenant_id) for _ in range(3)]).admitted) == 3
+    )
+    recounted = ceiling.recount_if_late(late, late.admitted)
+    assert (len(recounted.admitted), len(recounted.waiting)) == (2, 2)
+    assert recounted.second == 1_900_000_001
+    assert recounted.due_at == 1_900_000_002
+
+
+def test_a_claim_slow_to_finish_does_not_start_two_seconds_of_attempts_in_one(
+    db_session, settings, tenant, receiver, wakes
+):
+    ceiling = settings.replace(tenant_attempts_per_second=5)
+    callback = make_callback(db_session, tenant.row, receiver.url("/slow-claim"))
+    for _ in range(12):
+        make_delivery(db_session, callback)
+    db_session.commit()
+    dispatcher = Dispatcher(
+        ceiling, lambda: contextlib.nullcontext(db_session), OutboundClient(ceiling), wakes[0]
+    )
+    admit = dispatcher.shared_lanes.admit
+    slowed = []
+
+    def admit_into_the_next_second(claimed, lanes):
+        # The first claim, counted in one second, finishes just after it ends.
+        if not slowed:
+            slowed.append(time.time())
+            time.sleep(math.floor(slowed[0]) + 1.02 - time.time())
+        return admit(claimed, lanes)
+
+    dispatcher.shared_lanes.admit = admit_into_the_next_second
+    try:
+        dispatcher.drain(budget_seconds=8)
+    finally:
+        dispatcher.close()
+    started = db_session.scalars(
+        select(DeliveryAttempt.attempted_at)
+        .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
+        .where(Delivery.callback_id == callback.id)
+    ).all()
+    per_second = Counter(math.floor(at.timestamp()) for at in started)
+    assert sum(per_second.values()) == 12
+    assert max(per_second.values()) <= 5
+    assert len(receiver.received("/slow-claim")) == 12
+
+
 def test_a_claim_its_callbacks_limit_puts_back_does_not_spend_the_tenants_second(
     db_session, settings, tenant, receiver, wakes
 ):
