@@ -91,8 +91,10 @@ class Front:
                 for name, value in answer.headers.items():
                     if name.lower() not in HOP_BY_HOP:
                         response.headers.add(name, value)
-                await response.prepare(request)
+                # A visitor who has left (aiohttp's reset error is a ClientError too) is no
+                # failure of the upstream's: the rest of its answer is dropped, unreported.
                 with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                    await response.prepare(request)
                     async for chunk in answer.content.iter_any():
                         await response.write(chunk)
                     await response.write_eof()
