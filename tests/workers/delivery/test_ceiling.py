@@ -43,18 +43,23 @@ def test_a_tenant_over_its_ceiling_is_shaped_per_second_and_others_are_not(
     loud_arrivals = [request.at for request in receiver.received("/loud")]
     assert len(loud_arrivals) == 12  # every one, later, none dropped
     # The ceiling governs when attempts start: at most 5 in any one second.
-    started = db_session.scalars(
-        select(DeliveryAttempt.attempted_at)
-        .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
-        .where(Delivery.callback_id == loud.id)
-    ).all()
-    per_second = Counter(math.floor(at.timestamp()) for at in started)
+    per_second = attempts_started_per_second(db_session, loud.id)
     assert sum(per_second.values()) == 12
     assert max(per_second.values()) <= 5
     assert len(per_second) >= 3
     quiet_arrivals = [request.at for request in receiver.received("/quiet")]
     assert len(quiet_arrivals) == 3
     assert max(quiet_arrivals) < min(loud_arrivals) + 1  # not queued behind the loud tenant
+
+
+def attempts_started_per_second(db_session, callback_id: uuid.UUID) -> Counter[int]:
+    """How many of the callback's logged attempts started in each second."""
+    started = db_session.scalars(
+        select(DeliveryAttempt.attempted_at)
+        .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
+        .where(Delivery.callback_id == callback_id)
+    ).all()
+    return Counter(math.floor(at.timestamp()) for at in started)
 
 
 def counted_this_second(settings, tenant_id: uuid.UUID) -> int:
@@ -122,12 +127,7 @@ def test_a_claim_slow_to_finish_does_not_start_two_seconds_of_attempts_in_one(
         dispatcher.drain(budget_seconds=8)
     finally:
         dispatcher.close()
-    started = db_session.scalars(
-        select(DeliveryAttempt.attempted_at)
-        .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
-        .where(Delivery.callback_id == callback.id)
-    ).all()
-    per_second = Counter(math.floor(at.timestamp()) for at in started)
+    per_second = attempts_started_per_second(db_session, callback.id)
     assert sum(per_second.values()) == 12
     assert max(per_second.values()) <= 5
     assert len(receiver.received("/slow-claim")) == 12
