@@ -91,8 +91,15 @@ def test_a_delivery_worker_five_minutes_fast_steals_no_lease_and_sends_no_early_
     url = receiver.url("/skew")
     stack.register(account, url)
 
+    # The fast worker takes the first 20 alone, so it surely takes part (beside a normal worker
+    # up from the start, a busy host could leave it none). The other 80 go to both at once, and
+    # each must leave the other's leases alone.
+    stack.stop("deliveries")
     started = time.monotonic()
-    job_ids = stack.submit(account, 100)
+    job_ids = stack.submit(account, 20)
+    receiver.wait_for(1, "/skew", timeout=30)
+    stack.start("deliveries")
+    job_ids += stack.submit(account, 80)
     wait_until_received(receiver, "/skew", job_ids, timeout=60)
     recover = time.monotonic() - started
 
@@ -125,6 +132,7 @@ def test_a_delivery_worker_five_minutes_fast_steals_no_lease_and_sends_no_early_
         min_retry_gap_seconds=round(min(gaps), 3),
         retry_delay_seconds=RETRY_SECONDS,
         attempts_failed_by_the_fast_worker=fast_failures,
+        attempts_failed_by_the_normal_worker=stack.log("deliveries").count("receiver answered 500"),
     )
     assert "ahead of Postgres" in fast_log  # the fast host noticed, and used Postgres' time
     assert fast_failures > 0  # and it took part
