@@ -15,8 +15,8 @@ from tests.support.settings import PG_ROOT
 
 @pytest.fixture
 def deadlines():
-    """Waits for Postgres bounded to 0.5 s to connect and 1 s (plus grace) per statement."""
-    psycopg2.extensions.set_wait_callback(make_wait_callback(0.5, 1.0))
+    """Waits for Postgres bounded to 1 s to connect and 1 s (plus grace) per statement."""
+    psycopg2.extensions.set_wait_callback(make_wait_callback(1.0, 1.0))
     yield
     psycopg2.extensions.set_wait_callback(None)
 
@@ -36,7 +36,7 @@ def test_a_connect_to_a_server_that_never_answers_gives_up_at_the_connect_deadli
         started = time.monotonic()
         with pytest.raises(DatabaseTimeout):
             psycopg2.connect(url)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5
 
 
 def test_a_statement_gives_up_at_the_request_deadline_and_its_connection_is_closed(deadlines):
@@ -44,7 +44,7 @@ def test_a_statement_gives_up_at_the_request_deadline_and_its_connection_is_clos
     started = time.monotonic()
     with request_deadline(0.3), pytest.raises(DatabaseTimeout):
         conn.cursor().execute("SELECT pg_sleep(5)")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0
     assert conn.closed
 
 
@@ -58,22 +58,23 @@ def test_a_statement_within_its_deadline_answers(deadlines):
 
 
 def test_after_a_wait_gave_up_the_next_waits_are_short_until_one_succeeds():
-    psycopg2.extensions.set_wait_callback(make_wait_callback(2.0, 3.0, wary_seconds=0.2))
+    # Wary waits of 1 s: a real connect must fit in one on a busy host.
+    psycopg2.extensions.set_wait_callback(make_wait_callback(5.0, 3.0, wary_seconds=1.0))
     try:
         first = psycopg2.connect(f"{PG_ROOT}/postgres")
         with request_deadline(0.3), pytest.raises(DatabaseTimeout):
             first.cursor().execute("SELECT pg_sleep(5)")
 
-        # Wary now: a server that never answers is given up on at once, not after 2 s.
+        # Wary now: a server that never answers is given up on soon, not after 5 s.
         with silent_server() as url:
             started = time.monotonic()
             with pytest.raises(DatabaseTimeout):
                 psycopg2.connect(url)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 3.0
 
         # A server that answers ends the wariness: waits are their usual length again.
         again = psycopg2.connect(f"{PG_ROOT}/postgres")
-        again.cursor().execute("SELECT pg_sleep(0.5)")
+        again.cursor().execute("SELECT pg_sleep(1.5)")  # longer than a wary wait
         again.close()
     finally:
         psycopg2.extensions.set_wait_callback(None)
