@@ -187,10 +187,12 @@ def test_a_hung_redis_leaves_the_api_answering_and_loses_nothing(fault_stack, ac
         calls,
         accepted,
         recover,
-        bound=2.0,
+        bound=5.0,
     )
 
-    assert_answered_within(calls, 2.0)
+    # A call may pay a 0.5 s Redis timeout more than once, on a loaded host on top of its usual
+    # time; one that waited on the hung Redis would take the whole 10 s hang.
+    assert_answered_within(calls, 5.0)
     posts = [c for c in calls if c.path == "/v1/jobs"]
     # Postgres is the source of truth: every submission is accepted while Redis is hung.
     assert posts and all(c.status == 202 for c in posts)
@@ -216,10 +218,12 @@ def private_postgres(tmp_path):
 
 @pytest.fixture
 def stack_on_private_postgres(worker_id, tmp_path, private_postgres):
-    """The fault stack, its database on ``private_postgres``."""
+    """The fault stack, its database on ``private_postgres``; an API request waits on Postgres
+    2 s in all (4 s by default), so the test's 5 s bound leaves a loaded host room to answer."""
     database = database_name("hung", worker_number(worker_id))
+    env = {**FAULT_ENV, "BOOMERANG_REQUEST_DATABASE_SECONDS": "2"}
     with running_stack(
-        database, tmp_path, FAULT_ENV, kind=FaultStack, postgres_url=private_postgres.url
+        database, tmp_path, env, kind=FaultStack, postgres_url=private_postgres.url
     ) as stack:
         yield stack
 
@@ -245,6 +249,8 @@ def test_a_hung_postgres_gets_503s_in_bounded_time_and_loses_nothing(
         bound=5.0,
     )
 
+    # Within the request's 2 s on Postgres and then some; under the 6 s a statement would wait
+    # without the request's deadline (statement timeout and grace), and the 10 s hang.
     assert_answered_within(calls, 5.0)
     # The probe that does not touch Postgres answers throughout: no gunicorn worker is stuck.
     assert {c.status for c in calls if c.path == "/healthz"} == {200}

@@ -177,7 +177,9 @@ def test_the_long_poll_answers_when_the_job_changes_and_304_when_it_did_not(acme
     assert changed.status_code == 200
     assert changed.headers["ETag"] != etag
     assert changed.json() != first.json()
-    assert took < 5  # the next progress step, about a second away, not the whole wait
+    # The next change (a worker taking the job, or its next step, seconds away on a loaded host),
+    # not the whole wait of 30 s.
+    assert took < 15
 
     done = acme.wait_for_status(job["id"], "succeeded")
     final = acme.stream(f"/stream/v1/jobs/{job['id']}")
