@@ -24,9 +24,11 @@ def test_a_quick_client_gives_up_on_a_server_that_accepts_and_never_answers():
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        client = quick_redis(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", 0.3)
+        client = quick_redis(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", 1.0)
         started = time.monotonic()
         with pytest.raises(redis.TimeoutError):
             client.ping()
-        assert time.monotonic() - started < 1.0
+        # One timeout and a busy host's slack, short of three (redis-py's default retries make
+        # four tries).
+        assert time.monotonic() - started < 2.5
         client.close()

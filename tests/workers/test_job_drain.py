@@ -16,12 +16,11 @@ from sqlalchemy.orm import Session
 
 from app.jobtypes import load_job_modules
 from app.models import Delivery, Job, JobStatus, Message, Tenant
-from app.queues import JOB_WAKE, Waker
+from app.queues import JOB_WAKE, WAKE_TTL_SECONDS, Waker
 from tests import custom_jobs
 from tests.factories import make_callback, make_job
 from workers.running import (
     KEY_REFRESH_SECONDS,
-    SHORT_JOB_MS,
     DrainStats,
     JobDrain,
     claim_jobs,
@@ -173,9 +172,22 @@ def test_a_slow_job_holds_up_no_other_job(engine, settings, committed_tenant):
             while session.get(Job, slow_id, populate_existing=True).status != JobStatus.RUNNING:
                 assert time.monotonic() < deadline, "the slow job never started"
                 time.sleep(0.05)
-        # While the slow job runs, the key it set lapses: new work wakes another process.
-        time.sleep(2 * SHORT_JOB_MS / 1000)
-        assert redis.Redis.from_url(settings.redis_url).exists(JOB_WAKE.draining) == 0
+            # The watchdog hands the short jobs back on a session of its own: a drain started
+            # before that lands would find nothing queued and stop after its linger.
+            deadline = time.monotonic() + 10
+            while any(
+                session.get(Job, job_id, populate_existing=True).status != JobStatus.QUEUED
+                for job_id in short
+            ):
+                assert time.monotonic() < deadline, "the short jobs were never handed back"
+                time.sleep(0.05)
+        # While the slow job runs, the key it set before it lapses: new work wakes another
+        # process. A key kept for the whole run (WAKE_TTL_SECONDS) would outlast this wait.
+        keys = redis.Redis.from_url(settings.redis_url)
+        deadline = time.monotonic() + WAKE_TTL_SECONDS / 2
+        while keys.exists(JOB_WAKE.draining):
+            assert time.monotonic() < deadline, "the key outlived a short job"
+            time.sleep(0.05)
 
         stats = JobDrain(settings, factory, job_waker(settings, [])).drain(budget_seconds=5)
 
@@ -225,7 +237,12 @@ def test_a_job_end_takes_its_key_and_reads_the_filters_in_the_statement_that_end
     assert skipped.id not in sent_to
 
 
-def test_quick_jobs_are_leased_and_recorded_a_batch_at_a_time(db_session, settings, tenant, engine):
+def test_quick_jobs_are_leased_and_recorded_a_batch_at_a_time(
+    db_session, settings, tenant, engine, monkeypatch
+):
+    # An echo counts as quick, and its end waits for the batch, however busy the host.
+    monkeypatch.setattr("workers.running.QUICK_JOB_MS", 1000)
+    monkeypatch.setattr("workers.running.RECORD_WITHIN_SECONDS", 10)
     only_this_tests_jobs_queued(db_session)
     jobs = [make_job(db_session, tenant.row, "echo", {"n": n}) for n in range(8)]
     db_session.commit()
@@ -237,7 +254,7 @@ def test_quick_jobs_are_leased_and_recorded_a_batch_at_a_time(db_session, settin
     finishes = [s for s in statements if s.startswith("EXECUTE boomerang_finish_jobs")]
     claims = [s for s in statements if s.startswith("EXECUTE boomerang_claim_jobs")]
     # Once the first echo has run, the type is known to be quick, so the ends wait for each other
-    # (unless one waited longer than a few milliseconds on a busy machine).
+    # (unless an echo runs past SHORT_JOB_MS on a busy machine and the watchdog steps in).
     assert 1 <= len(finishes) <= 3
     # One claim leased all eight; the others looked for more (and lingered a while).
     assert claims and not [s for s in statements if "boomerang_claim_job(" in s]
@@ -298,8 +315,12 @@ def test_a_job_that_runs_long_hands_the_rest_of_its_batch_back(engine, settings,
 
 
 def test_what_the_watchdog_could_not_hand_back_is_released_not_run(
-    engine, settings, committed_tenant
+    engine, settings, committed_tenant, monkeypatch
 ):
+    # The echo's end waits for the watchdog, however long the quick "wait" or the gap after the
+    # echo takes on a busy host: recorded before the slow job, the watchdog would have no end.
+    monkeypatch.setattr("workers.running.QUICK_JOB_MS", 1000)
+    monkeypatch.setattr("workers.running.RECORD_WITHIN_SECONDS", 10)
     ids, drain = quick_then_slow(engine, settings, committed_tenant)
     _, echo_before, slow, echo_after = ids
     tried: list[tuple[list, list]] = []
