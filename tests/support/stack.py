@@ -22,7 +22,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.support import BIN, REPO
-from tests.support.processes import free_ports, start_process, stop_process
+from tests.support.processes import free_ports, start_process, stop_processes
 from tests.support.redis_server import RedisServer
 from tests.support.settings import PG_ROOT, REDIS_ROOT, make_settings, recreate_database
 
@@ -190,10 +190,12 @@ class Stack:
 
     def stop(self, *names: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         """Send ``sig`` to the named processes (all by default) and wait for them to end."""
-        for name in names or tuple(self.processes):
-            process = self.processes.pop(name, None)
-            if process is not None:
-                stop_process(process, sig, timeout)
+        stopping = [
+            self.processes.pop(name)
+            for name in names or tuple(self.processes)
+            if name in self.processes
+        ]
+        stop_processes(stopping, sig, timeout)
 
     def cli(self, *args: str) -> str:
         """Run ``boomerang <args>`` against the stack's database; its output."""
