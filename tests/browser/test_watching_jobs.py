@@ -173,7 +173,7 @@ def test_a_page_on_an_unlisted_origin_reads_nothing(stack, tenant, page):
         job = submit(stack, tenant, "echo", input={"n": 1})
         page.goto(f"{other.origin}/watch?stream={quote(job['stream_url'])}")
 
-        expect(page.locator("#error")).to_contain_text("error")
+        expect(page.locator("#error")).to_contain_text("error", timeout=ARRIVAL_MS)
         expect(page.locator("#result")).to_have_text("")
     finally:
         other.close()
