@@ -12,7 +12,7 @@ import pytest
 from tests.support import REPO
 from tests.support.settings import DATABASE_PREFIX
 
-pytestmark = [pytest.mark.bench, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(700)]
 
 SCENARIOS = (
     "throughput",
@@ -53,7 +53,8 @@ def test_smoke_benchmark_runs_every_scenario_without_losses(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=360,  # generous: a loaded 2-core machine; the run stops itself well before
+        # A hang guard only: the run took 284 s on a loaded CI machine, 79 % of the 360 s before.
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     report = json.loads(out.read_text())
