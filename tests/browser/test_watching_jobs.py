@@ -18,9 +18,9 @@ from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-# A job's end comes through Celery and a worker, well past Playwright's 5 s default for
-# assertions on a loaded host (set_default_timeout does not cover them). Only the waits for
-# something to happen get it: checks that nothing happened keep the default.
+# A job's end (through Celery and a worker) or a page's error can come well past Playwright's
+# 5 s default for assertions on a loaded host (set_default_timeout does not cover them). Only the
+# waits for something to happen get it: checks that nothing happened keep the default.
 ARRIVAL_MS = 30_000
 
 WATCHER_PAGE = """<!doctype html>
