@@ -23,7 +23,7 @@ from app.clock import utcnow
 from app.events import CALLBACK_TEST, DELIVERY_EXHAUSTED, webhook_id
 from app.formats import UnknownFormat, after_failed, render_for
 from app.headers import masked_headers
-from app.models import Callback, Delivery, DeliveryStatus, Message, Tenant
+from app.models import Callback, Delivery, DeliveryStatus, Message
 from app.prepared import PreparedStatement
 from app.services.callback_health import (
     disable_callback,
@@ -158,11 +158,16 @@ _CLAIM = PreparedStatement(
                 WHERE earlier.successes_since = 0 AND earlier.status IN ('failed', 'cancelled')
             ), '{}')
         END
-    FROM chosen
-    WHERE delivery.id = chosen.id
+    FROM chosen, message
+    WHERE delivery.id = chosen.id AND message.id = delivery.message_id
     RETURNING delivery.id, delivery.tenant_id, delivery.message_id, delivery.callback_id,
               delivery.url, delivery.attempt_count, delivery.ordering_key,
-              delivery.preceding_failed
+              delivery.preceding_failed,
+              -- What is sent: read with the lease, so a claim is one round trip fewer.
+              message.tenant_id AS message_tenant_id, message.job_id AS message_job_id,
+              message.event_type AS message_event_type,
+              message.body AS message_body, message.created_at AS message_created_at,
+              message.traceparent AS message_traceparent
     """
     ),
 )
@@ -267,51 +272,78 @@ def _lease(
     )
 
 
+# (Columns named, not *: a prepared statement's result cannot change shape when a migration adds
+# a column under a worker still running.)
+_LEASED_CALLBACKS = PreparedStatement(
+    "boomerang_leased_callbacks",
+    text(
+        f"SELECT {', '.join(Callback.__table__.columns.keys())} FROM callback"
+        " WHERE id = ANY(CAST(:ids AS uuid[]))"
+    ),
+)
+_ADHOC_SECRETS = PreparedStatement(
+    "boomerang_adhoc_secrets",
+    text("SELECT id, signing_secret FROM tenant WHERE id = ANY(CAST(:ids AS uuid[]))"),
+)
+
+
 @dataclass(frozen=True)
 class _Context:
-    """What the leased rows point at, read in one query per table."""
+    """What the leased rows point at: their messages came with the lease, the rest is read in
+    one query per table."""
 
     messages: dict[uuid.UUID, Message]
     callbacks: dict[uuid.UUID, Callback]
     tenant_secrets: dict[uuid.UUID, str]
 
 
+@dataclass(frozen=True)
+class _LeasedMessage:
+    """The columns of a message that rendering and signing read, as the claim returned them."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    job_id: uuid.UUID | None
+    event_type: str
+    body: Any
+    created_at: datetime
+    traceparent: str | None
+
+
 def _load_context(session: Session, rows: Sequence[Row[Any]]) -> _Context:
-    # Plain rows from the connection, not through the ORM: read-only, and the ORM's bookkeeping
-    # for them was a tenth of the claim's cost. They carry what the renderers and the signer read.
-    connection = session.connection()
     messages = {
-        message.id: cast(Message, message)
-        for message in connection.execute(
-            select(
-                Message.id,
-                Message.tenant_id,
-                Message.job_id,
-                Message.event_type,
-                Message.body,
-                Message.created_at,
-                Message.traceparent,
-            ).where(Message.id.in_({row.message_id for row in rows}))
+        row.message_id: cast(
+            Message,
+            _LeasedMessage(
+                id=row.message_id,
+                tenant_id=row.message_tenant_id,
+                job_id=row.message_job_id,
+                event_type=row.message_event_type,
+                body=row.message_body,
+                created_at=row.message_created_at,
+                traceparent=row.message_traceparent,
+            ),
         )
+        for row in rows
     }
-    callback_ids = {row.callback_id for row in rows if row.callback_id is not None}
+    # Plain rows, not through the ORM, and from prepared statements: read-only, and building,
+    # compiling and describing the ORM's query each claim cost more of the worker's time than the
+    # claim itself. They carry what the renderers and the signer read.
+    connection = session.connection()
+    callback_ids = [str(row.callback_id) for row in rows if row.callback_id is not None]
     callbacks = (
         {
             row.id: cast(Callback, row)
-            for row in connection.execute(
-                select(Callback.__table__).where(Callback.id.in_(callback_ids))
-            )
+            for row in _LEASED_CALLBACKS.execute(connection, {"ids": list(set(callback_ids))})
         }
         if callback_ids
         else {}
     )
-    adhoc_tenants = {row.tenant_id for row in rows if row.callback_id is None}
+    adhoc_tenants = {str(row.tenant_id) for row in rows if row.callback_id is None}
     tenant_secrets: dict[uuid.UUID, str] = (
         {
-            tenant_id: secret
-            for tenant_id, secret in connection.execute(
-                select(Tenant.id, Tenant.signing_secret).where(Tenant.id.in_(adhoc_tenants))
-            )
+            row.id: row.signing_secret
+            for row in _ADHOC_SECRETS.execute(connection, {"ids": list(adhoc_tenants)})
         }
         if adhoc_tenants
         else {}
@@ -409,67 +441,79 @@ class AttemptRecord:
     cause: str | None = None
 
 
+# The attempt log's columns, as the JSON array each batch arrives in. The worker serialises a
+# batch in one json.dumps instead of binding eleven values a row, which was the largest part of
+# recording a batch in the worker's own time.
+_ATTEMPTS = """
+    jsonb_to_recordset(CAST(:attempts AS jsonb)) AS attempt(
+        id uuid, delivery_id uuid, attempted_at timestamptz, request_headers jsonb,
+        response_status integer, response_headers jsonb, response_body text,
+        response_body_truncated boolean, duration_ms integer, succeeded boolean, error text
+    )
+"""
+_ATTEMPT_COLUMNS = """
+    id, delivery_id, attempted_at, request_headers, response_status, response_headers,
+    response_body, response_body_truncated, duration_ms, succeeded, error
+"""
+
 # Move each delivery on, but only where this worker still holds the lease: one that overran its
-# lease must not undo a newer attempt's result. Rows come in as one JSON array (one round trip).
+# lease must not undo a newer attempt's result. And log the attempts of those it moved on, in the
+# same statement: one round trip records a whole batch (the rest are logged apart, below).
 #
 # The batch's callbacks are locked first, in id order, before any delivery row (the one-time
 # filter runs before the scan): deleting a callback locks the callback before its deliveries,
 # so the two queue on the callback instead of each taking some of the same delivery rows and
 # waiting for the rest (a multi-row UPDATE takes its rows in no set order). KEY SHARE, the
 # weakest lock: only a delete waits for it, so processes settling attempts to one callback do
-# not queue behind each other, nor behind a change to the callback's settings.
-_SETTLE = PreparedStatement(
-    "boomerang_settle_deliveries",
+# not queue behind each other, nor behind a change to the callback's settings. The attempts
+# logged reference only rows this statement updated, which it holds locked: a delete cannot
+# take them from under the log's foreign key.
+_SETTLE_AND_LOG = PreparedStatement(
+    "boomerang_settle_and_log_deliveries",
     text(
-        """
+        f"""
     WITH held AS (
         SELECT id FROM callback
         WHERE id IN (SELECT (item->>'callback_id')::uuid
                      FROM jsonb_array_elements(CAST(:outcomes AS jsonb)) AS item)
         ORDER BY id
         FOR KEY SHARE
+    ), settled AS (
+        UPDATE delivery
+        SET attempt_count = delivery.attempt_count + 1,
+            last_attempt_at = outcome.attempted_at,
+            locked_until = NULL,
+            lease_id = NULL,
+            status = outcome.status,
+            succeeded_at = coalesce(outcome.succeeded_at, delivery.succeeded_at),
+            next_attempt_at = outcome.next_attempt_at
+        FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS outcome(
+            id uuid, lease_id uuid, attempted_at timestamptz, status text,
+            succeeded_at timestamptz, next_attempt_at timestamptz
+        )
+        WHERE (SELECT count(*) FROM held) >= 0
+          AND delivery.id = outcome.id AND delivery.lease_id = outcome.lease_id
+          -- cancelled (its callback deleted) while the attempt was under way: it stays cancelled
+          AND delivery.status = 'pending'
+        RETURNING delivery.id
+    ), logged AS (
+        INSERT INTO delivery_attempt ({_ATTEMPT_COLUMNS})
+        SELECT {", ".join(f"attempt.{c.strip()}" for c in _ATTEMPT_COLUMNS.split(","))}
+        FROM {_ATTEMPTS}
+        JOIN settled ON settled.id = attempt.delivery_id
     )
-    UPDATE delivery
-    SET attempt_count = delivery.attempt_count + 1,
-        last_attempt_at = outcome.attempted_at,
-        locked_until = NULL,
-        lease_id = NULL,
-        status = outcome.status,
-        succeeded_at = coalesce(outcome.succeeded_at, delivery.succeeded_at),
-        next_attempt_at = outcome.next_attempt_at
-    FROM jsonb_to_recordset(CAST(:outcomes AS jsonb)) AS outcome(
-        id uuid, lease_id uuid, attempted_at timestamptz, status text,
-        succeeded_at timestamptz, next_attempt_at timestamptz
-    )
-    WHERE (SELECT count(*) FROM held) >= 0
-      AND delivery.id = outcome.id AND delivery.lease_id = outcome.lease_id
-      -- cancelled (its callback deleted) while the attempt was under way: it stays cancelled
-      AND delivery.status = 'pending'
-    RETURNING delivery.id
+    SELECT id FROM settled
     """
     ),
 )
 
 
-# Log a batch's attempts in one statement whose one parameter is the whole batch as JSON: the
-# worker serialises it in one json.dumps instead of binding eleven values a row, which was the
-# largest part of recording a batch in the worker's own time.
+# Log attempts whose deliveries this worker no longer held when it settled them.
 _LOG_ATTEMPTS = PreparedStatement(
     "boomerang_log_attempts",
     text(
-        """
-    INSERT INTO delivery_attempt (
-        id, delivery_id, attempted_at, request_headers, response_status, response_headers,
-        response_body, response_body_truncated, duration_ms, succeeded, error
-    )
-    SELECT id, delivery_id, attempted_at, request_headers, response_status, response_headers,
-           response_body, response_body_truncated, duration_ms, succeeded, error
-    FROM jsonb_to_recordset(CAST(:attempts AS jsonb)) AS attempt(
-        id uuid, delivery_id uuid, attempted_at timestamptz, request_headers jsonb,
-        response_status integer, response_headers jsonb, response_body text,
-        response_body_truncated boolean, duration_ms integer, succeeded boolean, error text
-    )
-    """
+        f"INSERT INTO delivery_attempt ({_ATTEMPT_COLUMNS})"
+        f" SELECT {_ATTEMPT_COLUMNS} FROM {_ATTEMPTS}"
     ),
 )
 
@@ -508,17 +552,8 @@ def record_attempts(
         }
         for claimed, record in outcomes
     ]
-    ours = set(_SETTLE.execute(session.connection(), {"outcomes": json.dumps(payload)}).scalars())
-    # Not ours any more: held by another worker now (log the attempt anyway) or deleted with its
-    # tenant while we were sending (nothing left to log it against).
-    not_ours = {claimed.id for claimed, _ in outcomes} - ours
-    # KEY SHARE: a tenant deleted between this look and the INSERT would fail the whole batch.
-    still_there = (
-        select(Delivery.id).where(Delivery.id.in_(not_ours)).with_for_update(key_share=True)
-    )
-    gone = not_ours - set(session.scalars(still_there) if not_ours else ())
-    attempts = [
-        {
+    attempts = {
+        claimed.id: {
             "id": str(uuid.uuid4()),
             "delivery_id": str(claimed.id),
             "attempted_at": record.attempted_at.isoformat(),
@@ -532,10 +567,16 @@ def record_attempts(
             "error": record.error,
         }
         for claimed, record in outcomes
-        if claimed.id not in gone
-    ]
-    if attempts:
-        _LOG_ATTEMPTS.execute(session.connection(), {"attempts": json.dumps(attempts)})
+    }
+    ours = set(
+        _SETTLE_AND_LOG.execute(
+            session.connection(),
+            {"outcomes": json.dumps(payload), "attempts": json.dumps(list(attempts.values()))},
+        ).scalars()
+    )
+    not_ours = set(attempts) - ours
+    if not_ours:
+        _log_not_ours(session, [attempts[delivery_id] for delivery_id in not_ours])
     settled = [o for o in outcomes if o[0].id in ours]
     wake_next(
         session,
@@ -553,6 +594,23 @@ def record_attempts(
             tell_exhausted(session, claimed, record, settings)
     session.flush()
     return ours
+
+
+def _log_not_ours(session: Session, attempts: list[dict[str, Any]]) -> None:
+    """Log attempts whose deliveries another worker holds now (they happened), except those
+    deleted with their tenant while the attempt was under way: nothing is left to log them
+    against."""
+    # KEY SHARE: a tenant deleted between this look and the INSERT would fail the whole batch.
+    still_there = set(
+        session.scalars(
+            select(Delivery.id)
+            .where(Delivery.id.in_([attempt["delivery_id"] for attempt in attempts]))
+            .with_for_update(key_share=True)
+        )
+    )
+    logged = [attempt for attempt in attempts if uuid.UUID(attempt["delivery_id"]) in still_there]
+    if logged:
+        _LOG_ATTEMPTS.execute(session.connection(), {"attempts": json.dumps(logged)})
 
 
 def _note_callback_health(

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Tenant
+from app.models import Delivery, DeliveryAttempt, DeliveryStatus, Message, Tenant
 from tests.factories import make_callback, make_delivery, make_tenant
 from workers.delivery.http import ErrorKind, HttpResult
 from workers.delivery.lanes import LaneLimits
@@ -147,6 +147,45 @@ def test_recording_a_batch_moves_each_delivery_on_and_logs_each_attempt(
         select(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_([d.id for d in made]))
     ).all()
     assert sorted(a.succeeded for a in attempts) == [False, True]
+
+
+def test_a_batch_is_leased_in_two_statements_and_recorded_in_one(
+    db_session, engine, settings, tenant
+):
+    """Each statement is a round trip a drain waits for, on every round: the lease returns the
+    messages it leased, and the recording logs the attempts with the settling."""
+    now = datetime.now(UTC)
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/a")
+    deliveries_to(db_session, callback, 3, now)
+    db_session.flush()
+    statements: list[str] = []
+
+    def seen(*args) -> None:
+        if not args[2].startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            statements.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        claimed = claim_deliveries(db_session, now, settings, limit=10)
+        leasing, statements[:] = list(statements), []
+        ours = record_attempts(db_session, [(c, outcome(now)) for c in claimed], settings)
+        recording = list(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(claimed) == 3 and ours == {c.id for c in claimed}
+    assert [s.split("(")[0] for s in leasing] == [
+        "EXECUTE boomerang_claim_deliveries",
+        "EXECUTE boomerang_leased_callbacks",
+    ]
+    assert [s.split("(")[0] for s in recording] == ["EXECUTE boomerang_settle_and_log_deliveries"]
+    assert {c.body for c in claimed} == {
+        m.body
+        for m in db_session.scalars(select(Message).where(Message.tenant_id == tenant.row.id))
+    }
+    logged = db_session.scalars(
+        select(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(ours))
+    ).all()
+    assert len(logged) == 3
 
 
 def test_an_attempt_after_the_lease_passed_to_another_worker_is_logged_but_changes_nothing(
