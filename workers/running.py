@@ -355,6 +355,12 @@ _PROGRESS = text(
 )
 
 
+# A job as its events show it. One instance for every job: building a marshmallow schema copies
+# its declared fields, which took 7 % of the jobs worker's own CPU in an end-to-end burst of quick
+# jobs. Dumping keeps no state on the instance.
+_JOB_DOCUMENT = JobSchema()
+
+
 # What ``_as_job`` keeps of a returned row: a column a newer migration added must not stop a
 # worker still running the code from before it from recording a job's end (a rolling deploy).
 _JOB_COLUMNS = frozenset(Job.__table__.columns.keys())
@@ -395,7 +401,7 @@ def record_progress(
         session,
         tenant_id=job.tenant_id,
         event_type=events.JOB_PROGRESS,
-        data=JobSchema().dump(job),
+        data=_JOB_DOCUMENT.dump(job),
         now=now,
         job_id=job.id,
         subscribers=True,
@@ -472,7 +478,7 @@ def _raise_end(
         session,
         tenant_id=job.tenant_id,
         event_type=events.JOB_SUCCEEDED if job.status == JobStatus.SUCCEEDED else events.JOB_FAILED,
-        data=JobSchema().dump(job),
+        data=_JOB_DOCUMENT.dump(job),
         now=now,
         job_id=job.id,
         subscribers=True,
