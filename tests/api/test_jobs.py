@@ -192,6 +192,27 @@ def test_it_rejects_input_that_json_storage_cannot_hold(client, auth, sent_tasks
     assert sent_tasks == []
 
 
+def test_its_argument_schemas_are_built_once_not_on_every_request(client, auth, monkeypatch):
+    from app.schemas import JobCreateQuerySchema, JobCreateSchema
+
+    built: list[type] = []
+    for schema in (JobCreateSchema, JobCreateQuerySchema):
+        original = schema.__init__
+
+        def counting(self, *args, _original=original, _schema=schema, **kwargs):
+            if type(self) is _schema:
+                built.append(_schema)
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(schema, "__init__", counting)
+    for n in range(3):
+        submit_job(client, auth, input={"n": n})
+    # Built by the first of these requests, or by an earlier one in this process: never again.
+    assert len(built) <= 2 and len(set(built)) == len(built)
+    response = post_json(client, auth, '{"type": "echo", "input": 7}')
+    assert response.status_code == 422 and "input" in error_fields(response)
+
+
 def test_it_rejects_input_nested_too_deeply(client, auth):
     depth = 500
     response = post_json(
