@@ -121,15 +121,18 @@ class JsonFormatter(logging.Formatter):
     ``extra`` values; an exception's traceback goes in ``exception``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        access = record.name == "gunicorn.access" and isinstance(record.args, Mapping)
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            # An access line's message is made from its fields, below: formatting and redacting
+            # the text line too was a fifth of the cost of logging each request.
+            "message": None if access else redact(record.getMessage()),
             "process": record.process,
         }
-        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
-            entry.update(_access_fields(record.args))
+        if access:
+            entry.update(_access_fields(record.args))  # type: ignore[arg-type]
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRIBUTES and isinstance(value, _SCALARS):
                 entry.setdefault(key, redact(value) if isinstance(value, str) else value)
