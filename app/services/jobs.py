@@ -9,10 +9,9 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app import metrics
@@ -21,6 +20,7 @@ from app.errors import InvalidField, NotFound
 from app.jobtypes import get_job_type, job_type_names
 from app.models import Job, JobStatus, Tenant
 from app.paging import newest_first_page
+from app.prepared import PreparedStatement
 from app.queues import wake_jobs
 from app.services.callbacks import checked_url
 from app.services.idempotency import check_same_request, find_by_idempotency_key
@@ -28,11 +28,34 @@ from app.services.tenant_settings import check_redirect_url
 from app.tracing import current_traceparent
 from config.settings import Settings
 
-# Values are passed when it runs, so the compiled statement is cached, not rebuilt per request.
-_INSERT_JOB = (
-    insert(cast(Table, Job.__table__))
-    .on_conflict_do_nothing(constraint="uq_job_tenant_idempotency_key")
-    .returning(Job.id)
+# Every request runs it: a prepared statement (app/prepared.py), so neither SQLAlchemy nor Postgres
+# builds and plans it per request. A lost race on the idempotency key inserts nothing, rather than
+# failing the transaction.
+_SUBMITTED_COLUMNS = (
+    "id",
+    "tenant_id",
+    "type",
+    "status",
+    "input",
+    "callback_url",
+    "redirect_url",
+    "redirect_token",
+    "idempotency_key",
+    "request_fingerprint",
+    "traceparent",
+    "attempts",
+    "max_attempts",
+    "enqueued_at",
+    "created_at",
+)
+_INSERT_JOB = PreparedStatement(
+    "boomerang_insert_job",
+    text(
+        f"INSERT INTO job ({', '.join(_SUBMITTED_COLUMNS)})"
+        f" VALUES ({', '.join(':' + column for column in _SUBMITTED_COLUMNS)})"
+        " ON CONFLICT ON CONSTRAINT uq_job_tenant_idempotency_key DO NOTHING"
+        " RETURNING id"
+    ),
 )
 
 
@@ -88,15 +111,11 @@ def submit_job(
         enqueued_at=now,
         created_at=now,
     )
-    # Core, not the unit of work: one statement, and a lost race on the idempotency key does
-    # nothing rather than fail the transaction (so no savepoint round trips either). The Job
-    # above stays out of the session; it is what the answer shows.
-    values = {
-        column.key: getattr(job, column.key)
-        for column in Job.__table__.columns
-        if getattr(job, column.key) is not None
-    }
-    while session.connection().execute(_INSERT_JOB, values).scalar() is None:
+    # Not the unit of work: one statement, and the Job above stays out of the session; it is
+    # what the answer shows.
+    values = {column: getattr(job, column) for column in _SUBMITTED_COLUMNS}
+    values.update(status=job.status.value, input=json.dumps(job.input))
+    while _INSERT_JOB.execute(session.connection(), values).scalar() is None:
         # A concurrent request with the same key committed first: answer with its job, unless
         # its key has expired meanwhile (then it is freed and this insert goes ahead).
         existing = find_by_idempotency_key(session, Job, tenant, idempotency_key, now, settings)
