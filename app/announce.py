@@ -1,4 +1,5 @@
-"""After a commit that stored events, tell the stream processes: one Redis PUBLISH.
+"""After a commit that stored events, tell the stream processes: one Redis PUBLISH per job or
+tenant, all of a transaction's sent in one round trip.
 
 Postgres holds the events; the announcement only wakes whoever waits on them (a long poll, an
 event stream, a feed). It is sent after commit, so a waiter that re-reads finds what it was told
@@ -10,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.cooldown import Cooldown, quick_redis
-from app.db import after_commit
+from app.db import after_commit_each
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ _INFO_KEY = "boomerang.announcer"
 class Announcer:
     """Publishes ``"<tenant_id> <job_id or ->"`` on CHANNEL.
 
-    A request or a job's commit must not wait long on Redis for a courtesy: each publish gives up
-    after ``timeout_seconds``, and none is tried while ``cooldown`` rests after a failure.
+    A request or a job's commit must not wait long on Redis for a courtesy: a transaction's
+    announcements give up after ``timeout_seconds``, and none are tried while ``cooldown`` rests
+    after a failure.
     """
 
     def __init__(
@@ -37,17 +38,21 @@ class Announcer:
         self._redis = quick_redis(redis_url, timeout_seconds)
         self._cooldown = cooldown or Cooldown()
 
-    def __call__(self, tenant_id: uuid.UUID, job_id: uuid.UUID | None) -> None:
-        if self._cooldown.resting:
+    def announce_all(self, announcements: list[tuple[uuid.UUID, uuid.UUID | None]]) -> None:
+        """Publish each distinct announcement, all in one round trip."""
+        if self._cooldown.resting or not announcements:
             return
         try:
-            self._redis.publish(CHANNEL, f"{tenant_id} {job_id or '-'}")
+            with self._redis.pipeline(transaction=False) as pipeline:
+                for tenant_id, job_id in dict.fromkeys(announcements):
+                    pipeline.publish(CHANNEL, f"{tenant_id} {job_id or '-'}")
+                pipeline.execute()
         except redis.RedisError:
             self._cooldown.failed("announce")
             log.debug("could not announce an event; waiters will find it on their next look")
 
 
-def install_announcer(factory: sessionmaker[Session], announcer: Any) -> None:
+def install_announcer(factory: sessionmaker[Session], announcer: Announcer) -> None:
     """Sessions from ``factory`` announce the events they commit through ``announcer``."""
     factory.configure(info={**factory.kw.get("info", {}), _INFO_KEY: announcer})
 
@@ -56,7 +61,7 @@ def announce_after_commit(session: Session, tenant_id: uuid.UUID, job_id: uuid.U
     """Announce an event of ``tenant_id`` (and ``job_id``) once this transaction commits."""
     announcer = session.info.get(_INFO_KEY)
     if announcer is not None:
-        after_commit(session, announcer, tenant_id, job_id)
+        after_commit_each(session, announcer.announce_all, (tenant_id, job_id))
 
 
 def parse(message: bytes | str) -> tuple[str, str | None]:

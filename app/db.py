@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _PENDING_TASKS = "boomerang.pending_tasks"
 _PENDING_CALLS = "boomerang.after_commit"
+_BATCHES = "boomerang.after_commit_batches"
 _SENDER = "boomerang.task_sender"
 _CHECKED_IN_AT = "boomerang.checked_in_at"
 # A pooled connection unused for this long is pinged before it is handed out again.
@@ -160,10 +161,23 @@ def set_task_sender(session: Session, sender: TaskSender | None) -> None:
     session.info[_SENDER] = sender
 
 
+def after_commit_each(session: Session, call: Callable[[list[Any]], None], item: Any) -> None:
+    """Call ``call(items)`` once this session's transaction commits, with every item given for
+    ``call`` in that transaction, in order: one call per transaction, however many items (a
+    round trip each would cost a batch of quick jobs one per job)."""
+    batches = session.info.setdefault(_BATCHES, {})
+    items = batches.get(call)
+    if items is None:
+        items = batches[call] = []
+        after_commit(session, call, items)
+    items.append(item)
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released; the real commit is still to come
+    session.info.pop(_BATCHES, None)
     calls = session.info.pop(_PENDING_TASKS, [])
     sender = session.info.get(_SENDER)
     if calls and sender is not None:
@@ -178,6 +192,7 @@ def _after_rollback(session: Session) -> None:
         return  # only a savepoint rolled back; what was registered before it still stands
     session.info.pop(_PENDING_TASKS, None)
     session.info.pop(_PENDING_CALLS, None)
+    session.info.pop(_BATCHES, None)
 
 
 def is_connection_error(exc: BaseException) -> bool:
