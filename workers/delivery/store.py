@@ -330,11 +330,11 @@ def _load_context(session: Session, rows: Sequence[Row[Any]]) -> _Context:
     # compiling and describing the ORM's query each claim cost more of the worker's time than the
     # claim itself. They carry what the renderers and the signer read.
     connection = session.connection()
-    callback_ids = [str(row.callback_id) for row in rows if row.callback_id is not None]
+    callback_ids = {str(row.callback_id) for row in rows if row.callback_id is not None}
     callbacks = (
         {
             row.id: cast(Callback, row)
-            for row in _LEASED_CALLBACKS.execute(connection, {"ids": list(set(callback_ids))})
+            for row in _LEASED_CALLBACKS.execute(connection, {"ids": list(callback_ids)})
         }
         if callback_ids
         else {}
