@@ -98,22 +98,25 @@ def _held(session: Session) -> set[int]:
     return held
 
 
+_TRY_LOCK_KEYS = PreparedStatement(
+    "boomerang_try_lock_ordering_keys",
+    text(
+        "SELECT id FROM unnest(CAST(:ids AS bigint[])) AS lock(id) "
+        "WHERE pg_try_advisory_xact_lock(id)"
+    ),
+)
+
+
 def _try_lock_keys(session: Session, ids: set[int]) -> set[int]:
     """Of these lock ids, the ones this transaction holds now, taken without waiting."""
-    return set(
-        session.scalars(
-            text(
-                "SELECT id FROM unnest(CAST(:ids AS bigint[])) AS lock(id) "
-                "WHERE pg_try_advisory_xact_lock(id)"
-            ),
-            {"ids": sorted(ids)},
-        )
-    )
+    return set(_TRY_LOCK_KEYS.execute(session.connection(), {"ids": sorted(ids)}).scalars())
 
 
 # For each lane and key that just ended a delivery, the earliest pending one, if it is parked.
-_WAKE_NEXT = text(
-    """
+_WAKE_NEXT = PreparedStatement(
+    "boomerang_wake_next_deliveries",
+    text(
+        """
     WITH ended AS (
         SELECT DISTINCT tenant_id, coalesce(callback_id::text, url) AS lane, ordering_key
         FROM delivery
@@ -134,6 +137,7 @@ _WAKE_NEXT = text(
     WHERE delivery.id = head.id AND delivery.status = 'pending' AND delivery.next_attempt_at IS NULL
     RETURNING delivery.id
     """
+    ),
 )
 
 
@@ -141,15 +145,18 @@ def wake_next(
     session: Session,
     ended: Iterable[tuple[uuid.UUID, uuid.UUID, str | None]],
     now: datetime,
+    keys_held: set[int] | None = None,
 ) -> int:
     """After deliveries ``(id, tenant, key)`` ended in this transaction, wake what waited behind
     them; returns how many were woken (a wake is sent after commit). Keys another transaction
-    holds now are woken after this one commits (``_wake_when_free``)."""
+    holds now are woken after this one commits (``_wake_when_free``). ``keys_held``: the lock ids
+    an earlier statement of this transaction already tried for these keys and got (recording
+    attempts tries them as it settles); without it they are tried here."""
     keyed = [(delivery_id, tenant_id, key) for delivery_id, tenant_id, key in ended if key]
     if not keyed:
         return 0
     lock_ids = {delivery_id: lock_key(tenant_id, key) for delivery_id, tenant_id, key in keyed}
-    held = _try_lock_keys(session, set(lock_ids.values()))
+    held = keys_held if keys_held is not None else _try_lock_keys(session, set(lock_ids.values()))
     contended: dict[int, list[uuid.UUID]] = defaultdict(list)
     free = []
     for delivery_id, lock_id in lock_ids.items():
@@ -167,8 +174,8 @@ def _wake(session: Session, ended: list[uuid.UUID], now: datetime) -> int:
     holds."""
     if not ended:
         return 0
-    woken = session.scalars(
-        _WAKE_NEXT, {"ids": [str(delivery_id) for delivery_id in ended], "now": now}
+    woken = _WAKE_NEXT.execute(
+        session.connection(), {"ids": [str(delivery_id) for delivery_id in ended], "now": now}
     ).all()
     if woken:
         wake_deliveries(session)

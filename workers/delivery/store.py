@@ -31,7 +31,7 @@ from app.services.callback_health import (
     tell_other_callbacks,
 )
 from app.services.callbacks import signing_secrets
-from app.services.ordering import wake_next
+from app.services.ordering import lock_key, wake_next
 from config.settings import Settings
 from workers.delivery.lanes import LaneLimits
 
@@ -501,8 +501,20 @@ _SETTLE_AND_LOG = PreparedStatement(
         SELECT {", ".join(f"attempt.{c.strip()}" for c in _ATTEMPT_COLUMNS.split(","))}
         FROM {_ATTEMPTS}
         JOIN settled ON settled.id = attempt.delivery_id
+    ), locked AS MATERIALIZED (
+        -- The ordering keys of the settled deliveries that ended, tried without waiting, so
+        -- that waking what waits behind them needs no statement of its own to take them
+        -- (app/services/ordering.py). Their wake reads after this statement: after the locks.
+        SELECT key.lock_id, pg_try_advisory_xact_lock(key.lock_id) AS got
+        FROM (SELECT DISTINCT outcome.lock_id
+              FROM jsonb_to_recordset(CAST(:outcomes AS jsonb))
+                   AS outcome(id uuid, status text, lock_id bigint)
+              JOIN settled ON settled.id = outcome.id
+              WHERE outcome.lock_id IS NOT NULL AND outcome.status <> 'pending') AS key
     )
-    SELECT id FROM settled
+    SELECT id, NULL::bigint AS lock_id FROM settled
+    UNION ALL
+    SELECT NULL, lock_id FROM locked WHERE got
     """
     ),
 )
@@ -549,6 +561,11 @@ def record_attempts(
                 if record.next_attempt_at is not None and not record.succeeded
                 else None
             ),
+            "lock_id": (
+                lock_key(claimed.tenant_id, claimed.ordering_key)
+                if claimed.tenant_id is not None and claimed.ordering_key
+                else None
+            ),
         }
         for claimed, record in outcomes
     ]
@@ -568,12 +585,12 @@ def record_attempts(
         }
         for claimed, record in outcomes
     }
-    ours = set(
-        _SETTLE_AND_LOG.execute(
-            session.connection(),
-            {"outcomes": json.dumps(payload), "attempts": json.dumps(list(attempts.values()))},
-        ).scalars()
-    )
+    rows = _SETTLE_AND_LOG.execute(
+        session.connection(),
+        {"outcomes": json.dumps(payload), "attempts": json.dumps(list(attempts.values()))},
+    ).all()
+    ours = {row.id for row in rows if row.id is not None}
+    keys_held = {row.lock_id for row in rows if row.lock_id is not None}
     not_ours = set(attempts) - ours
     if not_ours:
         _log_not_ours(session, [attempts[delivery_id] for delivery_id in not_ours])
@@ -587,6 +604,7 @@ def record_attempts(
         ),
         # Due from when the one ahead ended, on the clock the claim compares against.
         max((record.attempted_at for _, record in settled), default=utcnow()),
+        keys_held=keys_held,
     )
     _note_callback_health(session, settled, settings)
     for claimed, record in settled:

@@ -79,6 +79,36 @@ def test_a_key_goes_one_event_at_a_time_in_order(db_session, settings, tenant):
     assert "preceding_failed" not in json.loads(second[0].body)
 
 
+def test_ending_a_keyed_event_takes_its_key_as_it_settles_and_wakes_the_next_in_one_more(
+    db_session, engine, settings, tenant
+):
+    """Every job's event is keyed, so this is every recorded round: the key is tried by the
+    statement that settles, and only the wake is a statement of its own."""
+    now = datetime.now(UTC)
+    callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/a")
+    made = [send(db_session, [callback], "order-1", n, now)[0] for n in range(2)]
+    (first,) = claim(db_session, settings, now)
+    statements: list[str] = []
+
+    def seen(*args) -> None:
+        if not args[2].startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+            statements.append(args[2].split("(")[0])
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        record_attempts(db_session, [(first, answered(now, True))], settings)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements[:2] == [
+        "EXECUTE boomerang_settle_and_log_deliveries",
+        "EXECUTE boomerang_wake_next_deliveries",
+    ]
+    assert not any("pg_try_advisory_xact_lock" in statement for statement in statements)
+    db_session.refresh(made[1])
+    assert made[1].next_attempt_at is not None  # woken in the same transaction
+    assert numbers(claim(db_session, settings, now)) == [1]
+
+
 def test_different_keys_and_unkeyed_events_go_in_parallel(db_session, settings, tenant):
     now = datetime.now(UTC)
     callback = make_callback(db_session, tenant.row, "http://127.0.0.1:1/a")
