@@ -4,7 +4,10 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Three on two cores: most tests wait on the real stack (processes starting, timeouts), not
-# on the CPU, and a third process cut the suite from about 15 to 11.5 minutes.
+# on the CPU, and a third process cut the suite from about 15 to 11.5 minutes. Tests are handed
+# out one at a time to whichever process is free: xdist's default hands each process a quarter of
+# its share at once, so one process could get both halves of the smoke benchmark and all of the
+# API fuzzing, and run them one after another while the others idle at the end.
 PYTEST_WORKERS ?= 3
 
 .PHONY: install chromium run migrate test lint format clean
@@ -43,7 +46,7 @@ chromium:
 # test.)
 test: install chromium
 	scripts/ensure-services
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not fleet" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 -m "not fleet" $(PYTEST_ARGS)
 	$(BIN)/pytest -n 0 -m fleet $(or $(PYTEST_ARGS),tests/fleet) || [ $$? = 5 ]
 
 lint: install
