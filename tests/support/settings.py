@@ -7,18 +7,26 @@ databases.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
+import psycopg2.extensions
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.db import ensure_database
+from app.db_deadline import make_wait_callback
 from app.migrate import upgrade_database
 from config.settings import Settings
 
 PG_ROOT = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_ROOT = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 DATABASE_PREFIX = os.environ.get("TEST_DATABASE_PREFIX", "boomerang")
+# How long making a scratch database may wait on Postgres. A test process that built an app runs
+# with the app's few-second deadlines installed, and a DROP DATABASE WITH (FORCE) waits for the
+# backends it ends: with several stacks busy on two cores, that took longer than those seconds.
+SCRATCH_DATABASE_SECONDS = 120.0
 
 
 def worker_number(worker_id: str) -> int:
@@ -52,19 +60,32 @@ def make_settings(database: str, redis_db: int, **env: str) -> Settings:
     return Settings.from_env(base)
 
 
+@contextlib.contextmanager
+def patient_waits(seconds: float = SCRATCH_DATABASE_SECONDS) -> Iterator[None]:
+    """Within the block, this process waits on Postgres up to ``seconds`` (never forever), then
+    goes back to the deadlines it had."""
+    before = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(make_wait_callback(seconds, seconds))
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(before)
+
+
 def drop_database(settings: Settings) -> None:
     """Drop the settings' database, if it exists, whoever is connected to it."""
     url = make_url(settings.database_url)
     admin = create_engine(
         url.set(database="postgres", drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
     )
-    with admin.connect() as conn:
+    with patient_waits(), admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
     admin.dispose()
 
 
 def recreate_database(settings: Settings) -> None:
     """Drop and recreate the database, then migrate it: every run starts from the migrations."""
-    drop_database(settings)
-    ensure_database(settings)
-    upgrade_database(settings)
+    with patient_waits():
+        drop_database(settings)
+        ensure_database(settings)
+        upgrade_database(settings)
