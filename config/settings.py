@@ -443,9 +443,9 @@ class Settings:
         "requests",
         "Most attempts any one callback (or ad-hoc URL) may have in flight across the whole "
         "fleet, unless the callback sets its own max_concurrency. Each callback's limit is "
-        "learned up to this, shared through Redis: it starts at 8, grows by one per answer and "
-        "halves on timeouts, connection errors and 429/502/503/504, so a slow or dead one holds "
-        "few slots.",
+        "learned up to this, shared through Redis: it starts at 8, grows by three per answer "
+        "until first halved (one after), and halves on timeouts, connection errors and "
+        "429/502/503/504, so a slow or dead one holds few slots.",
     )
     delivery_batch_size: int = setting(
         "BOOMERANG_DELIVERY_BATCH_SIZE",

@@ -4,7 +4,8 @@ A callback (or ad-hoc URL: a *lane*) starts with a few attempts in flight. Each 
 up to ``callback_concurrency``; an answer that says the receiver is struggling -- a timeout, a
 refused or dropped connection, 429, 502, 503 or 504 -- halves it, down to one. A dying receiver
 so sheds load by itself, and twenty dead ones hold a few slots each instead of every slot there
-is, while a healthy receiver grows to its full share within its first hundred answers.
+is, while a healthy receiver grows to its full share within its first hundred answers. (The
+fleet's shared limit grows faster until its first halving: see ``shared_lanes``.)
 
 A process also keeps apart the lanes it has not heard answer well (new ones, and those whose last
 answer was a sign of trouble): together they may hold at most half of its slots, and a new one

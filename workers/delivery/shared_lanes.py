@@ -2,8 +2,10 @@
 
 A lane (a callback, or an ad-hoc URL) has, fleet-wide:
 - a concurrency cap: the callback's ``max_concurrency`` or ``callback_concurrency``;
-- a learned limit under that cap (AIMD): one more per answer, halved at most once a second when
-  the receiver struggles, so a dying receiver sheds load by itself whichever host sees it fail;
+- a learned limit under that cap (AIMD): halved at most once a second when the receiver
+  struggles, so a dying receiver sheds load by itself whichever host sees it fail, and one more
+  per answer after that; until its first halving, three more per answer (a slow start), so a new
+  callback reaches its full rate in a few rounds although the whole fleet shares one limit;
 - the attempts in flight: one sorted-set member per leased delivery, scored with its lease's end,
   so the slots of a process that dies come free when its leases do;
 - an optional rate (``rate_limit_per_second``), shaped with GCRA: deliveries over it wait for
@@ -52,6 +54,15 @@ CUT_WINDOW_SECONDS = 1.0
 FORGET_SECONDS = 3600
 # How long a process leaves alone a lane the fleet holds full before asking again.
 FULL_RECHECK_SECONDS = 0.1
+# ... and one refused while the others leave its even share free for it: soon, or that share
+# would go unused. In a new callback's first burst the process that asked second otherwise sat
+# out the first 100 ms while the first was held to half the limit.
+OWED_RECHECK_SECONDS = 0.02
+# What each answer adds to a lane's limit before the lane is first halved. One per answer doubles
+# the limit a round; a round of one process costs a few ms of Postgres and Redis, and the fleet
+# shares one limit that starts at INITIAL_LIMIT, so at one per answer a new callback took about
+# 250 ms of a burst to reach full speed.
+SLOW_START_STEP = 3
 # Slots of answered attempts a process keeps to free later, at most, while Redis is not being
 # asked; past that the oldest are left to run out with their leases.
 UNFREED_SLOTS = 10_000
@@ -136,8 +147,10 @@ return {admitted, limit, busy + admitted, tostring(wait), share}
 
 # KEYS: state hash, in-flight sorted set. ARGV: cap, initial limit, answers, struggling answers,
 # seconds to pause (0: none), then the members that came back. Returns the lane's new limit and
-# the attempts still in flight.
-_HEARD = """
+# the attempts still in flight. A lane never halved (no ``cut_at``) grows by SLOW_START_STEP per
+# answer; any other by one.
+_HEARD = (
+    """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local cap = tonumber(ARGV[1])
@@ -155,7 +168,11 @@ if struggles > 0 then
     redis.call('HSET', KEYS[1], 'cut_at', tostring(now))
   end
 elseif answers > 0 then
-  limit = math.min(cap, limit + answers)
+  local step = 1
+  if not state[2] then
+    step = SLOW_START_STEP
+  end
+  limit = math.min(cap, limit + answers * step)
 end
 redis.call('HSET', KEYS[1], 'limit', limit)
 if pause > 0 and now + pause > (tonumber(state[3]) or 0) then
@@ -163,8 +180,9 @@ if pause > 0 and now + pause > (tonumber(state[3]) or 0) then
 end
 redis.call('EXPIRE', KEYS[1], FORGET_SECONDS)
 return {limit, redis.call('ZCARD', KEYS[2])}
-""".replace("CUT_WINDOW_SECONDS", repr(CUT_WINDOW_SECONDS)).replace(
-    "FORGET_SECONDS", str(FORGET_SECONDS)
+""".replace("CUT_WINDOW_SECONDS", repr(CUT_WINDOW_SECONDS))
+    .replace("FORGET_SECONDS", str(FORGET_SECONDS))
+    .replace("SLOW_START_STEP", str(SLOW_START_STEP))
 )
 
 
@@ -292,7 +310,9 @@ class SharedLanes:
                 self._held[lane] = time.monotonic() + wait_seconds
             else:
                 admission.wait_for_slot += rest
-                self._held[lane] = time.monotonic() + FULL_RECHECK_SECONDS
+                owed = mine is not None and mine < _even_part(int(limit), int(share))
+                recheck = OWED_RECHECK_SECONDS if owed else FULL_RECHECK_SECONDS
+                self._held[lane] = time.monotonic() + recheck
         return admission
 
     def _admit_locally(
@@ -405,6 +425,13 @@ class SharedLanes:
         log.warning("shared lane limits: Redis unavailable, each process uses its own for a while")
         self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE_SECONDS
         self._held.clear()
+
+
+def _even_part(limit: int, share: int) -> int:
+    """What a process refused for want of room may count on once it is noted as wanting: the
+    share the script gave while others wanted too, or else half (another process holds the
+    rest)."""
+    return share if share < limit else math.ceil(limit / 2)
 
 
 def _by_lane(claimed: Sequence[ClaimedDelivery]) -> dict[str, list[ClaimedDelivery]]:

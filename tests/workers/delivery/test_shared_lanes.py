@@ -55,10 +55,10 @@ def test_each_process_sizes_its_next_claim_by_its_share_of_what_the_fleet_allows
     theirs = [claimed_delivery(callback) for _ in range(5)]
     assert len(second.admit(theirs, {}).admitted) == 3
     assert second.local.limit(lane) == 3
-    # Five answers grow the fleet's limit to 13; the second still holds 3, so the first's share
-    # is 10.
+    # Five answers grow the fleet's new limit by three each, to 23; the second still holds 3, so
+    # the first's share is 20.
     first.heard([answered(item) for item in mine], {})
-    assert first.local.limit(lane) == 10
+    assert first.local.limit(lane) == 20
 
 
 def test_a_callbacks_own_cap_above_the_default_ceiling_is_kept_locally_too(settings):
@@ -68,7 +68,7 @@ def test_a_callbacks_own_cap_above_the_default_ceiling_is_kept_locally_too(setti
     admitted = lanes.admit(items, {}).admitted
     assert len(admitted) == 4  # a new lane starts at the ceiling when that is below 8
     lanes.heard([answered(item) for item in admitted], {})
-    assert lanes.local.limit(str(callback)) == 8
+    assert lanes.local.limit(str(callback)) == 4 + 4 * 3
 
 
 def test_a_full_lane_is_held_back_from_the_next_claim_for_a_moment(settings, monkeypatch):
@@ -80,6 +80,25 @@ def test_a_full_lane_is_held_back_from_the_next_claim_for_a_moment(settings, mon
     assert str(callback) in lanes.held_lanes()
     time.sleep(1.1)
     assert str(callback) not in lanes.held_lanes()
+
+
+def test_a_process_refused_while_its_share_is_kept_free_asks_again_sooner(settings, monkeypatch):
+    # Moments long enough to look at on a busy host; the rule is the same at 20 and 100 ms.
+    monkeypatch.setattr(shared_lanes, "OWED_RECHECK_SECONDS", 0.5)
+    monkeypatch.setattr(shared_lanes, "FULL_RECHECK_SECONDS", 30.0)
+    first, second = process(settings), process(settings)
+    owed, full = uuid.uuid4(), uuid.uuid4()
+    # The first takes the whole of both limits; each has room for two.
+    for callback in (owed, full):
+        taken = [claimed_delivery(callback, max_concurrency=2) for _ in range(2)]
+        assert first.admit(taken, {}).admitted == taken
+    # The second holds nothing of ``owed`` and is refused: its even part (one) is owed to it.
+    assert second.admit([claimed_delivery(owed, max_concurrency=2)], {}).admitted == []
+    # It holds one of ``full`` already (its share): refused, it has nothing owed.
+    assert second.admit([claimed_delivery(full, max_concurrency=2)], {str(full): 1}).admitted == []
+    assert set(second.held_lanes()) == {str(owed), str(full)}
+    time.sleep(0.6)
+    assert second.held_lanes() == [str(full)]
 
 
 def test_the_slots_of_a_process_that_died_come_free_when_its_leases_end(settings):
@@ -101,22 +120,27 @@ def test_struggling_answers_halve_the_fleets_limit_once_a_window_and_answers_gro
     callback = uuid.uuid4()
     items = [claimed_delivery(callback) for _ in range(8)]
     first.admit(items)
-    first.heard([answered(item) for item in items])  # 8 + 8
-    assert first.local.limit(str(callback)) == 16
+    first.heard([answered(item) for item in items])  # 8, and 3 for each answer
+    assert first.local.limit(str(callback)) == 32
     burst = [claimed_delivery(callback) for _ in range(6)]
     second.admit(burst)
     second.heard([timed_out(item) for item in burst[:3]])
-    assert second.local.limit(str(callback)) == 8
+    assert second.local.limit(str(callback)) == 16
     # The rest of the same failing burst is the same signal: no second halving.
     first.heard([timed_out(item) for item in burst[3:]])
-    assert first.local.limit(str(callback)) == 8
+    assert first.local.limit(str(callback)) == 16
     time.sleep(1.05)
     again = [claimed_delivery(callback)]
     first.admit(again)
     first.heard([answered(again[0], 503)])
-    assert first.local.limit(str(callback)) == 4
+    assert first.local.limit(str(callback)) == 8
     # Another process now admits only the fleet's limit.
-    assert len(second.admit([claimed_delivery(callback) for _ in range(10)]).admitted) == 4
+    assert len(second.admit([claimed_delivery(callback) for _ in range(10)]).admitted) == 8
+    # Once halved, a lane grows back by one per answer.
+    healed = [claimed_delivery(callback) for _ in range(4)]
+    first.admit(healed)
+    first.heard([answered(item) for item in healed])
+    assert first.local.limit(str(callback)) == 8 + 4
 
 
 def test_a_retry_after_pauses_the_lane_for_every_process(settings):
