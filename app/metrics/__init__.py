@@ -66,6 +66,12 @@ OUTCOMES = (
 )
 
 
+# Why a leased delivery went back unsent: its tenant's attempts-per-second ceiling, the share of a
+# process's slots that callbacks not yet known to answer may hold, its callback's concurrency
+# limit across the fleet, or its callback's rate (or a Retry-After pause).
+HELD_BACK_REASONS = ("tenant_ceiling", "unproven_share", "callback_concurrency", "callback_rate")
+
+
 @dataclass(frozen=True)
 class _Metrics:
     registry: CollectorRegistry
@@ -77,6 +83,7 @@ class _Metrics:
     delivery_attempts: Counter
     delivered_after: Histogram
     callbacks_disabled: Counter
+    deliveries_held_back: Counter
 
 
 @functools.cache
@@ -133,6 +140,14 @@ def _metrics() -> _Metrics:
         callbacks_disabled=Counter(
             "boomerang_callbacks_disabled",
             "Callbacks disabled for failing too long or answering 410 Gone.",
+            registry=registry,
+        ),
+        deliveries_held_back=Counter(
+            "boomerang_deliveries_held_back",
+            "Leased deliveries put back unsent because a limit held them, by the limit: "
+            + ", ".join(HELD_BACK_REASONS)
+            + ". They keep their place in the queue.",
+            ["reason"],
             registry=registry,
         ),
     )
@@ -201,6 +216,13 @@ def delivery_attempted(outcome: str) -> None:
 def delivered_after(seconds: float) -> None:
     """Observe the time from an event (a job's end) to its successful delivery."""
     _metrics().delivered_after.observe(max(seconds, 0.0))
+
+
+@_never_raises
+def deliveries_held_back(reason: str, count: int) -> None:
+    """Count leased deliveries put back unsent, by the limit that held them (HELD_BACK_REASONS)."""
+    if count:
+        _metrics().deliveries_held_back.labels(reason=reason).inc(count)
 
 
 @_never_raises

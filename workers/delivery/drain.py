@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import metrics
 from app.clock import utcnow
 from app.queues import LINGER_POLL_SECONDS, LINGER_SECONDS, Waker
 from config.settings import Settings
@@ -358,6 +359,12 @@ class _Drain:
             for seconds, items in admission.wait_seconds.items():
                 self.put_back(items, seconds)
             self.session.commit()
+            _count_held_back(
+                tenant_ceiling=counted.waiting,
+                unproven_share=unproven_waiting,
+                callback_concurrency=admission.wait_for_slot,
+                callback_rate=admission.waiting_for_time(),
+            )
             self.dispatcher.ceiling.give_back(
                 counted,
                 unproven_waiting + admission.wait_for_slot + admission.waiting_for_time(),
@@ -367,6 +374,7 @@ class _Drain:
                 self.dispatcher.shared_lanes.release(recounted.waiting)
                 self.put_back(recounted.waiting, recounted.due_at - time.time())
                 self.session.commit()
+                _count_held_back(tenant_ceiling=recounted.waiting)
             return recounted.admitted
         except Exception as exc:
             self.session.rollback()
@@ -393,3 +401,9 @@ class _Drain:
             attempt = start(self.client, item, self.clock)
             self.in_flight[attempt.future] = attempt
             self.lanes[item.lane] += 1
+
+
+def _count_held_back(**by_reason: list[ClaimedDelivery]) -> None:
+    """Count what a committed claim put back, by the limit that held it."""
+    for reason, items in by_reason.items():
+        metrics.deliveries_held_back(reason, len(items))

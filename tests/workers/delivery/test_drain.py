@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from app import metrics
 from app.clock import utcnow
 from app.models import Delivery, DeliveryAttempt, DeliveryStatus
 from tests.factories import make_callback, make_delivery
@@ -49,6 +50,36 @@ def test_a_drain_sends_every_due_delivery_once_and_logs_each_attempt(
         .where(DeliveryAttempt.delivery_id.in_([d.id for d in made]))
     )
     assert logged == 25
+
+
+def held_back(reason: str) -> float:
+    """This process's count of deliveries put back for ``reason``."""
+    for family in metrics.process_metrics().collect():
+        for sample in family.samples:
+            if sample.name.endswith("held_back_total") and sample.labels["reason"] == reason:
+                return sample.value
+    return 0.0
+
+
+def test_deliveries_a_callbacks_limit_holds_back_are_counted_and_still_each_sent_once(
+    db_session, settings, tenant, receiver, wakes
+):
+    callback = make_callback(db_session, tenant.row, receiver.url("/hook"), max_concurrency=2)
+    for _ in range(6):
+        make_delivery(db_session, callback)
+    db_session.commit()
+    before = held_back("callback_concurrency")
+    drain = dispatcher(db_session, settings, wakes[0])
+    try:
+        stats = drain.drain()
+    finally:
+        drain.close()
+    assert stats.succeeded == 6
+    ids = [r.headers["webhook-id"] for r in receiver.received("/hook")]
+    assert len(ids) == len(set(ids)) == 6
+    # The first claim leases all six (a new callback's first guess is 8); the fleet's limit lets
+    # two go and the other four go back, counted.
+    assert held_back("callback_concurrency") - before >= 4
 
 
 def test_a_hanging_callback_holds_only_its_cap_while_the_others_flow(
