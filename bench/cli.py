@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.held_back import held_back, since
 from bench.report import make_report, table
 from bench.scenarios import SCENARIOS
 from bench.sizes import SMOKE, Sizes
@@ -95,11 +96,17 @@ def run_scenario(
     """Run one scenario and print its figures; a failure becomes a problem, not an abort."""
     print(f"-- {name} ...", flush=True)
     started = time.monotonic()
+    before = held_back(bench)
     try:
         result = scenario(bench)
     except Exception as exc:
         bench.problems.append(f"{name}: {type(exc).__name__}: {exc}")
         result = {"error": f"{type(exc).__name__}: {exc}"}
+    put_back = since(before, held_back(bench))
+    if put_back:
+        # Leased and put back unsent by the shared stack's limits (not the scenarios that start
+        # stacks of their own).
+        result["held_back"] = put_back
     result["scenario_seconds"] = round(time.monotonic() - started, 1)
     print(f"   {json.dumps(result)}", flush=True)
     return result
