@@ -55,10 +55,11 @@ def test_each_process_sizes_its_next_claim_by_its_share_of_what_the_fleet_allows
     theirs = [claimed_delivery(callback) for _ in range(5)]
     assert len(second.admit(theirs, {}).admitted) == 3
     assert second.local.limit(lane) == 3
-    # Five answers grow the fleet's new limit by three each, to 23; the second still holds 3, so
-    # the first's share is 20.
+    # Five answers grow the fleet's new limit by three each, to 23. The second still holds 3, so
+    # the first sizes its next claim at its even part, 12, not at the 20 the second leaves free:
+    # the second is sending too, and its next claim would find them taken.
     first.heard([answered(item) for item in mine], {})
-    assert first.local.limit(lane) == 20
+    assert first.local.limit(lane) == 12
 
 
 def test_a_callbacks_own_cap_above_the_default_ceiling_is_kept_locally_too(settings):
